@@ -1,0 +1,253 @@
+/* broker/broker.h - Ferry's state machine: commands, apply, channels, queues,
+ * subscriptions and deliveries. No sockets, no Raft, no clock.
+ *
+ * Two halves:
+ *
+ * 1. Durable state changes only through commands. The node that serves
+ *    clients (the leader) encodes commands with broker_cmd_encode into an
+ *    *entry* (a concatenation of encoded commands); the entry is made durable
+ *    (single node: applied in a transaction that is fsynced; cluster: the Raft
+ *    log) and applied on every node by
+ *
+ *        broker_begin(b);
+ *        broker_apply(b, index, term, entry, len, results, n);   (one or more entries)
+ *        broker_commit(b, &err);
+ *
+ *    Apply is deterministic: it depends only on the prior state and the
+ *    entry (time is the command's ts_ms; ids come from per-resource counters).
+ *    Entries with index <= the stored last_applied are skipped, so replaying
+ *    a log after a restart is harmless. All entries between begin and commit
+ *    go into one SQLite transaction together with last_applied (index, term).
+ *    Per-command outcomes (queue full, wrong type...) are *results*, not
+ *    failures. A storage failure makes broker_apply or broker_commit return
+ *    FERRY_EIO/FERRY_ENOSPC: the transaction is rolled back, the in-memory
+ *    state is reloaded from the database, and nothing from that batch may be
+ *    acknowledged.
+ *
+ *    Effects that reach clients (events for live subscribers, deliveries for
+ *    consumers) are queued during apply and handed to the clients' ops only
+ *    inside broker_commit, after the transaction is durable. Entry buffers
+ *    passed to broker_apply must stay valid until broker_commit returns.
+ *
+ * 2. Client-facing reads and leases, on the serving node only: clients
+ *    (one per connection) subscribe to channels and consume from queues;
+ *    broker_pump moves stored messages to clients that have room, reading
+ *    payloads from the database (payloads are not held in memory). Leases of
+ *    queue items are in memory only; giving items back is a command
+ *    (BROKER_CMD_RETURN) that the caller proposes.
+ *
+ * Threading: single-threaded; every call on the loop thread that owns b.
+ */
+#ifndef FERRY_BROKER_H
+#define FERRY_BROKER_H
+
+#include "util/buf.h"
+#include "util/err.h"
+#include <stddef.h>
+#include <stdint.h>
+
+#define BROKER_NAME_MAX 255
+
+struct broker;
+struct broker_client;
+
+struct broker_config {
+    const char *db_path;             /* the SQLite file, e.g. <data_directory>/ferry.db */
+    int synchronous_full;            /* 1: fsync every commit (single node); 0: NORMAL (Raft log is durable) */
+    uint64_t max_message_size;       /* payloads larger are rejected by apply (ETOOBIG) */
+    uint32_t default_prefetch;       /* consumer prefetch when the request says 0 */
+    uint32_t default_window;         /* durable subscription window when the request says 0 (1000) */
+    uint32_t default_max_deliveries; /* queues created without max_deliveries */
+    uint64_t default_capacity;       /* resources created without capacity (0 = unlimited) */
+    uint64_t default_ttl_ms;         /* resources created without ttl (0 = none) */
+    uint64_t history_retention_ms;   /* history records older than this are pruned by EXPIRE */
+    uint64_t history_max_records;    /* and at most this many are kept */
+    uint32_t pump_batch;             /* max messages moved by one broker_pump call (e.g. 1024) */
+};
+
+enum broker_kind { BROKER_CHANNEL = 1, BROKER_QUEUE = 2 }; /* same values as proto_kind */
+
+/* ---- commands ---- */
+
+enum broker_cmd_type {
+    BROKER_CMD_NOOP = 0,
+    BROKER_CMD_CREATE = 1,         /* kind, name, capacity, ttl_ms, max_deliveries, name2 = dlq */
+    BROKER_CMD_DELETE = 2,         /* name: resource, its messages, durables */
+    BROKER_CMD_PUBLISH = 3,        /* name = channel, payload, producer; result id = event id */
+    BROKER_CMD_PUSH = 4,           /* name = queue, payload, producer; result id = item id */
+    BROKER_CMD_ACK = 5,            /* name = queue, id = item id: remove it, history "consumed" */
+    BROKER_CMD_RETURN = 6,         /* name = queue, id = item id: delivery_count+1; past
+                                      max_deliveries move to the dlq (history "dead-lettered") */
+    BROKER_CMD_DURABLE_CREATE = 7, /* name = channel, name2 = durable; id = cursor
+                                      (UINT64_MAX = "the channel's last event id at apply") */
+    BROKER_CMD_DURABLE_ACK = 8,    /* name = channel, name2 = durable, id = event id (only advances) */
+    BROKER_CMD_DURABLE_DELETE = 9, /* name = channel, name2 = durable */
+    BROKER_CMD_EXPIRE = 10,        /* ts_ms: drop expired messages everywhere, prune history */
+};
+
+#define BROKER_CMDF_AUTO_CREATE 0x01 /* PUBLISH/PUSH: create the resource with defaults if missing */
+
+struct broker_cmd {
+    uint8_t type;  /* enum broker_cmd_type */
+    uint8_t flags; /* BROKER_CMDF_* */
+    uint64_t ts_ms; /* leader's wall clock when the command was made */
+    char name[BROKER_NAME_MAX + 1];
+    char name2[BROKER_NAME_MAX + 1];
+    uint8_t kind;
+    uint64_t capacity;
+    uint64_t ttl_ms;
+    uint32_t max_deliveries;
+    uint64_t id;
+    uint8_t producer_id[16]; /* all zero = none (dedup arrives with idempotent producers) */
+    uint64_t producer_seq;
+    const uint8_t *payload; /* decode: points into the entry */
+    uint32_t payload_len;
+};
+
+/* Append one encoded command to out ([u32 length][fields], big-endian). 0 or ENOMEM/EINVAL. */
+int broker_cmd_encode(struct buf *out, const struct broker_cmd *cmd);
+/* Decode the command at p (n bytes available); *used = bytes consumed. 0 or FERRY_ECORRUPT. */
+int broker_cmd_decode(const uint8_t *p, size_t n, struct broker_cmd *cmd, size_t *used);
+
+/* ---- lifecycle and apply ---- */
+
+/* Open (creating or migrating) the database and rebuild the in-memory index:
+ * resources, queue items not yet acked (all ready: leases do not survive a
+ * restart), channel ranges and durable cursors. */
+int broker_open(struct broker **out, const struct broker_config *cfg, struct ferry_err *err);
+/* Close: ends every client (their ops are not called), closes the database. */
+void broker_close(struct broker *b);
+
+/* Last applied (index, term), as stored with the data. */
+void broker_last_applied(const struct broker *b, uint64_t *index, uint64_t *term);
+
+struct broker_result {
+    int status;     /* 0 or FERRY_E* (ENOTFOUND, EFULL, EWRONGTYPE, EEXIST, ETOOBIG, EINVAL...) */
+    uint64_t id;    /* event id / item id when status is 0 */
+    char msg[160];  /* human message when status != 0 */
+};
+
+int broker_begin(struct broker *b, struct ferry_err *err);
+/* Apply one entry. results (may be NULL) receives one result per command, in
+ * order, up to cap. Returns 0, FERRY_ECORRUPT for an undecodable entry, or a
+ * storage error (see top). */
+int broker_apply(struct broker *b, uint64_t index, uint64_t term, const uint8_t *entry, size_t len,
+                 struct broker_result *results, size_t cap, struct ferry_err *err);
+/* Commit the transaction (durably if synchronous_full), then hand queued
+ * effects to clients. On failure the batch is rolled back (see top). */
+int broker_commit(struct broker *b, struct ferry_err *err);
+/* Abandon the open transaction and reload in-memory state from the database. */
+void broker_rollback(struct broker *b);
+
+/* ---- clients (serving node only) ---- */
+
+struct broker_msg {
+    uint64_t handle;         /* sub_id (events) or consumer_id (deliveries) */
+    uint64_t id;             /* event id (0 for transient) or item id */
+    uint64_t ts_ms;
+    uint32_t delivery_count; /* deliveries: 1 on first delivery */
+    uint8_t transient;
+    const uint8_t *payload;  /* valid only during the call */
+    uint32_t payload_len;
+};
+
+struct broker_client_ops {
+    /* Offer one event (is_delivery 0) or queue delivery (1) to the client.
+     * Return 0 if taken, or FERRY_EBUSY if the client's output is full: the
+     * broker then stops offering to this client until broker_client_writable.
+     * Must not call back into the broker. */
+    int (*deliver)(void *ctx, int is_delivery, const struct broker_msg *m);
+    /* A subscription or consumer was ended by the broker (resource deleted). */
+    void (*ended)(void *ctx, uint64_t handle, int code, const char *msg);
+};
+
+int broker_client_open(struct broker *b, const struct broker_client_ops *ops, void *ctx,
+                       struct broker_client **out);
+/* End the client's subscriptions and consumers. Items it had leased and not
+ * acked are appended to `returns` as BROKER_CMD_RETURN commands (ts_ms = now_ms)
+ * for the caller to propose; until those apply, the items are not redelivered. */
+void broker_client_close(struct broker_client *c, uint64_t now_ms, struct buf *returns);
+/* The client's output drained: offer to it again (at the next broker_pump). */
+void broker_client_writable(struct broker_client *c);
+
+/* Does the resource exist, and of which kind? 0 (kind set) or FERRY_ENOTFOUND. */
+int broker_lookup(const struct broker *b, const char *name, enum broker_kind *kind);
+/* Does the durable subscription exist? 1 or 0. */
+int broker_durable_exists(const struct broker *b, const char *channel, const char *durable);
+
+/* Subscribe to an existing channel. start/from_id/durable/window as in
+ * docs/protocol.md (SUBSCRIBE); a durable subscription must already exist
+ * (create it with BROKER_CMD_DURABLE_CREATE first). *sub_id and
+ * *next_event_id returned. Errors: ENOTFOUND, EWRONGTYPE, EBUSY (durable name
+ * in use), EINVAL. */
+int broker_subscribe(struct broker_client *c, const char *channel, int start, uint64_t from_id,
+                     const char *durable, uint32_t window, uint64_t *sub_id,
+                     uint64_t *next_event_id, struct ferry_err *err);
+int broker_unsubscribe(struct broker_client *c, uint64_t sub_id, struct ferry_err *err);
+/* Validate a durable SUB_ACK and build the BROKER_CMD_DURABLE_ACK to propose.
+ * Also advances the in-memory window at once. ENOTFOUND / EINVAL (not durable,
+ * or event_id beyond what was delivered). */
+int broker_sub_ack(struct broker_client *c, uint64_t sub_id, uint64_t event_id, uint64_t now_ms,
+                   struct broker_cmd *cmd_out, struct ferry_err *err);
+
+/* Register a consumer on an existing queue (prefetch 0 = default). */
+int broker_consume(struct broker_client *c, const char *queue, uint32_t prefetch,
+                   uint64_t *consumer_id, struct ferry_err *err);
+/* Cancel a consumer; its unacked leases become RETURN commands in `returns`. */
+int broker_cancel(struct broker_client *c, uint64_t consumer_id, uint64_t now_ms,
+                  struct buf *returns, struct ferry_err *err);
+/* Validate an ACK (nack=0) or NACK (nack=1) of an item leased to this
+ * consumer, release the lease's credit, and build the ACK/RETURN command to
+ * propose. ENOTFOUND if the consumer does not exist or the item is not
+ * leased to it. */
+int broker_settle(struct broker_client *c, uint64_t consumer_id, uint64_t item_id, int nack,
+                  uint64_t now_ms, struct broker_cmd *cmd_out, struct ferry_err *err);
+
+/* Transient publish: offer to the channel's live subscribers that are caught
+ * up and have room; nothing stored. ENOTFOUND / EWRONGTYPE / ETOOBIG. */
+int broker_publish_transient(struct broker *b, const char *channel, uint64_t ts_ms,
+                             const uint8_t *payload, uint32_t len, struct ferry_err *err);
+
+/* Move stored messages to clients with room (catch-up subscribers, consumers
+ * with credit), skipping messages expired at now_ms. Moves at most
+ * cfg.pump_batch messages; returns 1 if more work is pending (call again
+ * soon), 0 if idle, or a negative storage error. */
+int broker_pump(struct broker *b, uint64_t now_ms);
+
+/* Is any stored message expired at now_ms (so an EXPIRE command is due)? */
+int broker_expire_due(const struct broker *b, uint64_t now_ms);
+
+/* ---- introspection ---- */
+
+struct broker_info {
+    uint8_t kind;
+    char name[BROKER_NAME_MAX + 1];
+    uint64_t capacity;
+    uint64_t ttl_ms;
+    uint32_t max_deliveries;
+    char dlq[BROKER_NAME_MAX + 1];
+    uint64_t count;    /* stored messages not expired at now_ms */
+    uint64_t first_id; /* oldest retained id, 0 if none */
+    uint64_t last_id;  /* newest assigned id, 0 if none */
+    uint32_t clients;  /* live subscribers / consumers */
+    uint64_t unacked;  /* leased items / delivered-but-unacked durable events */
+};
+
+int broker_info(const struct broker *b, const char *name, uint64_t now_ms, struct broker_info *out,
+                struct ferry_err *err);
+/* Allocates *items (caller frees with ferry_free); sorted by name. */
+int broker_list(const struct broker *b, uint64_t now_ms, struct broker_info **items, size_t *count);
+
+struct broker_stats {
+    uint64_t resources;
+    uint64_t channels;
+    uint64_t queues;
+    uint64_t stored_messages;
+    uint64_t clients;
+    uint64_t subscriptions;
+    uint64_t consumers;
+    uint64_t history_records;
+};
+void broker_stats(const struct broker *b, struct broker_stats *out);
+
+#endif
