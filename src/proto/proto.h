@@ -23,6 +23,7 @@
 #define FERRY_PROTO_H
 
 #include "util/buf.h"
+#include <ferry/status.h>
 #include <stdint.h>
 #include <stddef.h>
 

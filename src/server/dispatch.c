@@ -1,0 +1,731 @@
+/* dispatch.c - one handler per request op.
+ *
+ * Reads (PING, LIST, INFO, STATUS) are answered at once. Writes become broker
+ * commands proposed to the cluster with a `struct pending` that remembers who
+ * to answer; the answer is queued when the command's entry has committed.
+ * If the client disconnects first, its pendings are detached (ss = NULL) and
+ * the result is dropped when it arrives: the command still takes effect, as
+ * it was already proposed.
+ *
+ * Requests that need a resource or durable subscription to exist first
+ * (SUBSCRIBE and CONSUME with auto_create, durable subscriptions) propose the
+ * creating commands and continue when the last of them has applied.
+ */
+#include "server/server.h"
+
+#include "util/alloc.h"
+#include "util/clock.h"
+#include "util/log.h"
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+struct pending {
+    struct list link;  /* in session->pendings */
+    struct session *ss; /* NULL once the session closed */
+    uint32_t req;
+    uint16_t flags;
+    uint8_t op;
+    union {
+        struct proto_subscribe sub;
+        struct proto_consume con;
+    } u; /* continuation data (SUBSCRIBE, CONSUME) */
+};
+
+static struct pending *pending_new(struct session *ss, const struct proto_header *h, size_t size)
+{
+    struct pending *p = ferry_malloc(size);
+    if (p == NULL)
+        return NULL;
+    p->ss = ss;
+    p->req = h->request_id;
+    p->flags = h->flags;
+    p->op = h->op;
+    list_insert_tail(&ss->pendings, &p->link);
+    return p;
+}
+
+static void pending_free(struct pending *p)
+{
+    if (p->ss)
+        list_remove(&p->link);
+    ferry_free(p);
+}
+
+void dispatch_session_closed(struct session *ss)
+{
+    struct list *it, *tmp;
+    list_foreach_safe(it, tmp, &ss->pendings)
+    {
+        struct pending *p = list_entry(it, struct pending, link);
+        list_remove(&p->link);
+        p->ss = NULL;
+    }
+}
+
+static void reply_empty(struct session *ss, uint8_t op, uint32_t req)
+{
+    if (proto_encode_empty(&ss->obuf, op, 0, req) == 0)
+        ss->srv->frames_out++;
+    session_mark_dirty(ss);
+}
+
+static void reply_id(struct session *ss, uint8_t op, uint32_t req, uint64_t id)
+{
+    if (proto_encode_id(&ss->obuf, op, 0, req, id) == 0)
+        ss->srv->frames_out++;
+    session_mark_dirty(ss);
+}
+
+static void reply_err(struct session *ss, uint32_t req, const struct ferry_err *err)
+{
+    session_error(ss, req, err->code, "%s", err->msg);
+}
+
+/* Propose cmd; on failure answer the request at once. Returns 0 if proposed. */
+static int propose(struct session *ss, const struct proto_header *h, const struct broker_cmd *cmd,
+                   struct pending *p, cluster_done_cb cb)
+{
+    struct ferry_err err;
+    ferry_err_clear(&err);
+    int rc = cluster_propose(&ss->srv->cluster, cmd, cb, p, &err);
+    if (rc != 0) {
+        if (p)
+            pending_free(p);
+        reply_err(ss, h->request_id, &err);
+    }
+    return rc;
+}
+
+/* ---- results ---- */
+
+static void done_publish(void *ctx, const struct broker_result *res)
+{
+    struct pending *p = ctx;
+    struct session *ss = p->ss;
+    if (ss) {
+        if (res->status == 0)
+            reply_id(ss, PROTO_PUBLISH_OK, p->req, res->id);
+        else
+            session_error(ss, p->req, res->status, "%s", res->msg);
+    }
+    pending_free(p);
+}
+
+static void done_ok(void *ctx, const struct broker_result *res)
+{
+    struct pending *p = ctx;
+    struct session *ss = p->ss;
+    if (ss) {
+        if (res->status != 0)
+            session_error(ss, p->req, res->status, "%s", res->msg);
+        else if (!(p->flags & PROTO_F_NOREPLY))
+            reply_empty(ss, PROTO_OK, p->req);
+    }
+    pending_free(p);
+}
+
+static void subscribe_now(struct session *ss, uint32_t req, const struct proto_subscribe *m)
+{
+    struct ferry_err err;
+    ferry_err_clear(&err);
+    struct proto_subscribe_ok ok;
+    int rc = broker_subscribe(ss->bc, m->channel, m->start, m->from_id, m->durable, m->window,
+                              &ok.sub_id, &ok.next_event_id, &err);
+    if (rc != 0) {
+        reply_err(ss, req, &err);
+        return;
+    }
+    if (proto_encode_subscribe_ok(&ss->obuf, req, &ok) == 0)
+        ss->srv->frames_out++;
+    session_mark_dirty(ss);
+    ss->srv->pump_wanted = 1;
+}
+
+static void consume_now(struct session *ss, uint32_t req, const struct proto_consume *m)
+{
+    struct ferry_err err;
+    ferry_err_clear(&err);
+    uint64_t id;
+    int rc = broker_consume(ss->bc, m->queue, m->prefetch, &id, &err);
+    if (rc != 0) {
+        reply_err(ss, req, &err);
+        return;
+    }
+    reply_id(ss, PROTO_CONSUME_OK, req, id);
+    ss->srv->pump_wanted = 1;
+}
+
+static void done_prepare(void *ctx, const struct broker_result *res)
+{
+    struct pending *p = ctx;
+    struct session *ss = p->ss;
+    /* EEXIST from a CREATE means someone created it differently: let the
+     * subscribe/consume report what is wrong (EWRONGTYPE) below. */
+    if (ss && ss->bc) {
+        if (res->status != 0 && res->status != FERRY_EEXIST)
+            session_error(ss, p->req, res->status, "%s", res->msg);
+        else if (p->op == PROTO_SUBSCRIBE)
+            subscribe_now(ss, p->req, &p->u.sub);
+        else
+            consume_now(ss, p->req, &p->u.con);
+    }
+    pending_free(p);
+}
+
+/* ---- helpers ---- */
+
+static int check_name(struct session *ss, uint32_t req, const char *what, const char *name)
+{
+    if (proto_name_valid(name) == 0)
+        return 0;
+    session_error(ss, req, FERRY_EINVAL,
+                  "invalid %s name '%s': use 1 to %d characters of A-Z a-z 0-9 . _ - : /", what,
+                  name, PROTO_NAME_MAX);
+    return -1;
+}
+
+static void fill_defaults(const struct config *cfg, struct broker_cmd *cmd, uint8_t kind)
+{
+    cmd->kind = kind;
+    if (cmd->capacity == 0)
+        cmd->capacity = cfg->default_capacity;
+    if (cmd->ttl_ms == 0)
+        cmd->ttl_ms = cfg->default_ttl_ms;
+    if (kind == BROKER_QUEUE && cmd->max_deliveries == 0)
+        cmd->max_deliveries = cfg->default_max_deliveries;
+}
+
+/* Decode failure of a known op's body: protocol violation. */
+static int bad_body(struct session *ss, const struct proto_header *h)
+{
+    ss->srv->protocol_errors++;
+    log_warn("server", "session %llu from %s: malformed %s body, closing",
+             (unsigned long long)ss->id, ss->peer, proto_op_name(h->op));
+    session_fail(ss, h->request_id, FERRY_EPROTO, "malformed %s request",
+                 proto_op_name(h->op));
+    return -1;
+}
+
+/* ---- handlers ---- */
+
+static int on_hello(struct session *ss, const struct proto_header *h, const uint8_t *b, size_t n)
+{
+    struct proto_hello m;
+    if (proto_decode_hello(b, n, &m) != 0)
+        return bad_body(ss, h);
+    struct server *srv = ss->srv;
+    struct proto_hello_ok ok;
+    memset(&ok, 0, sizeof ok);
+    ok.version = PROTO_VERSION;
+    snprintf(ok.server_version, sizeof ok.server_version, "ferryd %s", FERRY_VERSION);
+    ok.node_id = srv->cluster.node_id;
+    ok.max_frame = srv->max_frame;
+    ok.max_message = (uint32_t)srv->cfg->max_message_size;
+    snprintf(ok.role, sizeof ok.role, "leader");
+    ok.endpoint_count = 1;
+    snprintf(ok.endpoints[0], sizeof ok.endpoints[0], "%s", srv->client_address);
+    if (proto_encode_hello_ok(&ss->obuf, h->request_id, &ok) == 0)
+        srv->frames_out++;
+    session_mark_dirty(ss);
+    ss->hello_done = 1;
+    log_debug("server", "session %llu is '%s'", (unsigned long long)ss->id, m.client_name);
+    return 0;
+}
+
+static int on_publish(struct session *ss, const struct proto_header *h, const uint8_t *b, size_t n)
+{
+    struct proto_publish m;
+    if (proto_decode_publish(b, n, &m) != 0)
+        return bad_body(ss, h);
+    const struct config *cfg = ss->srv->cfg;
+    int is_push = h->op == PROTO_PUSH;
+    if (check_name(ss, h->request_id, is_push ? "queue" : "channel", m.name) != 0)
+        return 0;
+    if (m.payload_len > cfg->max_message_size) {
+        session_error(ss, h->request_id, FERRY_ETOOBIG,
+                      "message of %u bytes exceeds max_message_size %llu", m.payload_len,
+                      (unsigned long long)cfg->max_message_size);
+        return 0;
+    }
+    enum broker_kind want = is_push ? BROKER_QUEUE : BROKER_CHANNEL;
+    enum broker_kind kind;
+    int exists = broker_lookup(ss->srv->broker, m.name, &kind) == 0;
+    if (exists && kind != want) {
+        session_error(ss, h->request_id, FERRY_EWRONGTYPE, "'%s' is a %s, not a %s", m.name,
+                      kind == BROKER_QUEUE ? "queue" : "channel", is_push ? "queue" : "channel");
+        return 0;
+    }
+    if (!exists && !cfg->auto_create) {
+        session_error(ss, h->request_id, FERRY_ENOTFOUND,
+                      "%s '%s' does not exist (auto_create is off)", is_push ? "queue" : "channel",
+                      m.name);
+        return 0;
+    }
+    if (!is_push && (m.pflags & PROTO_PUB_TRANSIENT)) {
+        struct ferry_err err;
+        ferry_err_clear(&err);
+        if (exists && broker_publish_transient(ss->srv->broker, m.name, clock_wall_ms(),
+                                               m.payload, m.payload_len, &err) != 0) {
+            reply_err(ss, h->request_id, &err);
+            return 0;
+        }
+        reply_id(ss, PROTO_PUBLISH_OK, h->request_id, 0);
+        return 0;
+    }
+    struct broker_cmd cmd;
+    memset(&cmd, 0, sizeof cmd);
+    cmd.type = is_push ? BROKER_CMD_PUSH : BROKER_CMD_PUBLISH;
+    cmd.flags = cfg->auto_create ? BROKER_CMDF_AUTO_CREATE : 0;
+    cmd.ts_ms = clock_wall_ms();
+    memcpy(cmd.name, m.name, sizeof cmd.name);
+    fill_defaults(cfg, &cmd, want);
+    cmd.producer_seq = m.producer_seq;
+    cmd.payload = m.payload;
+    cmd.payload_len = m.payload_len;
+    struct pending *p = pending_new(ss, h, offsetof(struct pending, u));
+    if (p == NULL) {
+        session_error(ss, h->request_id, FERRY_ENOMEM, "server out of memory");
+        return 0;
+    }
+    propose(ss, h, &cmd, p, done_publish);
+    return 0;
+}
+
+/* Propose CREATE (auto_create) and/or DURABLE_CREATE as needed, then continue
+ * with subscribe_now/consume_now; or continue at once if nothing is needed. */
+static void prepare_then(struct session *ss, const struct proto_header *h, const char *name,
+                         enum broker_kind want, const char *durable, struct pending *p)
+{
+    struct server *srv = ss->srv;
+    enum broker_kind kind;
+    int exists = broker_lookup(srv->broker, name, &kind) == 0;
+    int need_durable = durable && durable[0] && !(exists && kind == want &&
+                                                  broker_durable_exists(srv->broker, name, durable));
+    if (exists || !srv->cfg->auto_create) {
+        if (!need_durable || !exists || kind != want) {
+            struct broker_result now = {0};
+            done_prepare(p, &now); /* broker_subscribe/consume report the error */
+            return;
+        }
+    }
+    struct broker_cmd cmd;
+    memset(&cmd, 0, sizeof cmd);
+    cmd.ts_ms = clock_wall_ms();
+    snprintf(cmd.name, sizeof cmd.name, "%s", name);
+    if (!exists) {
+        cmd.type = BROKER_CMD_CREATE;
+        fill_defaults(srv->cfg, &cmd, want);
+        if (propose(ss, h, &cmd, need_durable ? NULL : p, need_durable ? NULL : done_prepare) != 0) {
+            if (need_durable)
+                pending_free(p);
+            return;
+        }
+    }
+    if (need_durable) {
+        memset(&cmd, 0, sizeof cmd);
+        cmd.type = BROKER_CMD_DURABLE_CREATE;
+        cmd.ts_ms = clock_wall_ms();
+        snprintf(cmd.name, sizeof cmd.name, "%s", name);
+        snprintf(cmd.name2, sizeof cmd.name2, "%s", durable);
+        cmd.id = UINT64_MAX; /* start at the channel's end: new events only */
+        propose(ss, h, &cmd, p, done_prepare);
+    }
+}
+
+static int on_subscribe(struct session *ss, const struct proto_header *h, const uint8_t *b,
+                        size_t n)
+{
+    struct pending *p = pending_new(ss, h, sizeof *p);
+    if (p == NULL) {
+        session_error(ss, h->request_id, FERRY_ENOMEM, "server out of memory");
+        return 0;
+    }
+    if (proto_decode_subscribe(b, n, &p->u.sub) != 0) {
+        pending_free(p);
+        return bad_body(ss, h);
+    }
+    struct proto_subscribe *m = &p->u.sub;
+    if (check_name(ss, h->request_id, "channel", m->channel) != 0 ||
+        (m->start == PROTO_START_DURABLE &&
+         check_name(ss, h->request_id, "durable subscription", m->durable) != 0)) {
+        pending_free(p);
+        return 0;
+    }
+    if (m->start > PROTO_START_DURABLE) {
+        session_error(ss, h->request_id, FERRY_EINVAL, "unknown subscription start %u", m->start);
+        pending_free(p);
+        return 0;
+    }
+    prepare_then(ss, h, m->channel, BROKER_CHANNEL,
+                 m->start == PROTO_START_DURABLE ? m->durable : NULL, p);
+    return 0;
+}
+
+static int on_consume(struct session *ss, const struct proto_header *h, const uint8_t *b, size_t n)
+{
+    struct pending *p = pending_new(ss, h, sizeof *p);
+    if (p == NULL) {
+        session_error(ss, h->request_id, FERRY_ENOMEM, "server out of memory");
+        return 0;
+    }
+    if (proto_decode_consume(b, n, &p->u.con) != 0) {
+        pending_free(p);
+        return bad_body(ss, h);
+    }
+    if (check_name(ss, h->request_id, "queue", p->u.con.queue) != 0) {
+        pending_free(p);
+        return 0;
+    }
+    prepare_then(ss, h, p->u.con.queue, BROKER_QUEUE, NULL, p);
+    return 0;
+}
+
+static int on_unsubscribe_or_cancel(struct session *ss, const struct proto_header *h,
+                                    const uint8_t *b, size_t n)
+{
+    uint64_t id;
+    if (proto_decode_id(b, n, &id) != 0)
+        return bad_body(ss, h);
+    struct ferry_err err;
+    ferry_err_clear(&err);
+    int rc;
+    if (h->op == PROTO_UNSUBSCRIBE) {
+        rc = broker_unsubscribe(ss->bc, id, &err);
+    } else {
+        struct buf returns;
+        buf_init(&returns);
+        rc = broker_cancel(ss->bc, id, clock_wall_ms(), &returns, &err);
+        if (rc == 0 && returns.len > 0)
+            rc = cluster_propose_encoded(&ss->srv->cluster, returns.data, returns.len, &err);
+        buf_free(&returns);
+        ss->srv->pump_wanted = 1;
+    }
+    if (rc != 0)
+        reply_err(ss, h->request_id, &err);
+    else
+        reply_empty(ss, PROTO_OK, h->request_id);
+    return 0;
+}
+
+/* ACK, NACK and SUB_ACK: validate against the session's leases/cursors, then propose. */
+static int on_settle(struct session *ss, const struct proto_header *h, const uint8_t *b, size_t n)
+{
+    struct broker_cmd cmd;
+    struct ferry_err err;
+    ferry_err_clear(&err);
+    int rc;
+    if (h->op == PROTO_SUB_ACK) {
+        struct proto_sub_ack m;
+        if (proto_decode_sub_ack(b, n, &m) != 0)
+            return bad_body(ss, h);
+        rc = broker_sub_ack(ss->bc, m.sub_id, m.event_id, clock_wall_ms(), &cmd, &err);
+    } else {
+        struct proto_ack m;
+        if (proto_decode_ack(b, n, &m) != 0)
+            return bad_body(ss, h);
+        rc = broker_settle(ss->bc, m.consumer_id, m.item_id, h->op == PROTO_NACK,
+                           clock_wall_ms(), &cmd, &err);
+    }
+    if (rc != 0) {
+        reply_err(ss, h->request_id, &err);
+        return 0;
+    }
+    ss->srv->pump_wanted = 1;
+    struct pending *p = pending_new(ss, h, offsetof(struct pending, u));
+    if (p == NULL) {
+        session_error(ss, h->request_id, FERRY_ENOMEM, "server out of memory");
+        return 0;
+    }
+    propose(ss, h, &cmd, p, done_ok);
+    return 0;
+}
+
+static int on_create(struct session *ss, const struct proto_header *h, const uint8_t *b, size_t n)
+{
+    struct proto_create m;
+    if (proto_decode_create(b, n, &m) != 0)
+        return bad_body(ss, h);
+    if (m.kind != PROTO_KIND_CHANNEL && m.kind != PROTO_KIND_QUEUE) {
+        session_error(ss, h->request_id, FERRY_EINVAL,
+                      "unknown resource kind %u (1 = channel, 2 = queue)", m.kind);
+        return 0;
+    }
+    if (check_name(ss, h->request_id, "resource", m.name) != 0 ||
+        (m.dlq[0] && check_name(ss, h->request_id, "dead-letter queue", m.dlq) != 0))
+        return 0;
+    if (m.kind == PROTO_KIND_CHANNEL && (m.dlq[0] || m.max_deliveries)) {
+        session_error(ss, h->request_id, FERRY_EINVAL,
+                      "max_deliveries and dlq apply to queues, not to channel '%s'", m.name);
+        return 0;
+    }
+    struct broker_cmd cmd;
+    memset(&cmd, 0, sizeof cmd);
+    cmd.type = BROKER_CMD_CREATE;
+    cmd.ts_ms = clock_wall_ms();
+    memcpy(cmd.name, m.name, sizeof cmd.name);
+    memcpy(cmd.name2, m.dlq, sizeof cmd.name2);
+    cmd.capacity = m.capacity;
+    cmd.ttl_ms = m.ttl_ms;
+    cmd.max_deliveries = m.max_deliveries;
+    fill_defaults(ss->srv->cfg, &cmd, m.kind);
+    struct pending *p = pending_new(ss, h, offsetof(struct pending, u));
+    if (p == NULL) {
+        session_error(ss, h->request_id, FERRY_ENOMEM, "server out of memory");
+        return 0;
+    }
+    propose(ss, h, &cmd, p, done_ok);
+    return 0;
+}
+
+static int on_delete(struct session *ss, const struct proto_header *h, const uint8_t *b, size_t n)
+{
+    struct broker_cmd cmd;
+    memset(&cmd, 0, sizeof cmd);
+    if (h->op == PROTO_DELETE) {
+        if (proto_decode_name(b, n, cmd.name, sizeof cmd.name) != 0)
+            return bad_body(ss, h);
+        cmd.type = BROKER_CMD_DELETE;
+    } else {
+        if (proto_decode_durable_delete(b, n, cmd.name, cmd.name2) != 0)
+            return bad_body(ss, h);
+        cmd.type = BROKER_CMD_DURABLE_DELETE;
+    }
+    enum broker_kind kind;
+    if (broker_lookup(ss->srv->broker, cmd.name, &kind) != 0) {
+        session_error(ss, h->request_id, FERRY_ENOTFOUND, "no resource named '%s'", cmd.name);
+        return 0;
+    }
+    cmd.ts_ms = clock_wall_ms();
+    struct pending *p = pending_new(ss, h, offsetof(struct pending, u));
+    if (p == NULL) {
+        session_error(ss, h->request_id, FERRY_ENOMEM, "server out of memory");
+        return 0;
+    }
+    propose(ss, h, &cmd, p, done_ok);
+    return 0;
+}
+
+static void to_proto_info(const struct broker_info *in, struct proto_info *out)
+{
+    memset(out, 0, sizeof *out);
+    out->kind = in->kind;
+    memcpy(out->name, in->name, sizeof out->name);
+    out->capacity = in->capacity;
+    out->ttl_ms = in->ttl_ms;
+    out->max_deliveries = in->max_deliveries;
+    memcpy(out->dlq, in->dlq, sizeof out->dlq);
+    out->count = in->count;
+    out->first_id = in->first_id;
+    out->last_id = in->last_id;
+    out->clients = in->clients;
+    out->unacked = in->unacked;
+}
+
+static int on_info(struct session *ss, const struct proto_header *h, const uint8_t *b, size_t n)
+{
+    char name[PROTO_NAME_MAX + 1];
+    if (proto_decode_name(b, n, name, sizeof name) != 0)
+        return bad_body(ss, h);
+    struct broker_info bi;
+    struct ferry_err err;
+    ferry_err_clear(&err);
+    if (broker_info(ss->srv->broker, name, clock_wall_ms(), &bi, &err) != 0) {
+        reply_err(ss, h->request_id, &err);
+        return 0;
+    }
+    struct proto_info pi;
+    to_proto_info(&bi, &pi);
+    if (proto_encode_info_ok(&ss->obuf, h->request_id, &pi) == 0)
+        ss->srv->frames_out++;
+    session_mark_dirty(ss);
+    return 0;
+}
+
+static int on_list(struct session *ss, const struct proto_header *h)
+{
+    struct broker_info *items = NULL;
+    size_t count = 0;
+    if (broker_list(ss->srv->broker, clock_wall_ms(), &items, &count) != 0) {
+        session_error(ss, h->request_id, FERRY_ENOMEM, "server out of memory listing resources");
+        return 0;
+    }
+    struct proto_info *pi = ferry_calloc(count ? count : 1, sizeof *pi);
+    if (pi == NULL) {
+        ferry_free(items);
+        session_error(ss, h->request_id, FERRY_ENOMEM, "server out of memory listing resources");
+        return 0;
+    }
+    for (size_t i = 0; i < count; i++)
+        to_proto_info(&items[i], &pi[i]);
+    if (proto_encode_list_ok(&ss->obuf, h->request_id, pi, (uint32_t)count) == 0)
+        ss->srv->frames_out++;
+    session_mark_dirty(ss);
+    ferry_free(pi);
+    ferry_free(items);
+    return 0;
+}
+
+static void kv(struct proto_status *st, const char *key, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void kv(struct proto_status *st, const char *key, const char *fmt, ...)
+{
+    if (st->count >= PROTO_MAX_KV)
+        return;
+    struct proto_kv *e = &st->kv[st->count++];
+    snprintf(e->key, sizeof e->key, "%s", key);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->value, sizeof e->value, fmt, ap);
+    va_end(ap);
+}
+
+static int on_status(struct session *ss, const struct proto_header *h)
+{
+    struct server *srv = ss->srv;
+    struct broker_stats bs;
+    broker_stats(srv->broker, &bs);
+    uint64_t idx, term;
+    broker_last_applied(srv->broker, &idx, &term);
+    struct proto_status *st = ferry_calloc(1, sizeof *st);
+    if (st == NULL) {
+        session_error(ss, h->request_id, FERRY_ENOMEM, "server out of memory");
+        return 0;
+    }
+    kv(st, "node_id", "%llu", (unsigned long long)srv->cluster.node_id);
+    kv(st, "role", "%s", srv->cluster.failed ? "leader (writes refused)" : "leader");
+    kv(st, "mode", "single-node");
+    kv(st, "version", "%s", FERRY_VERSION);
+    kv(st, "protocol_version", "%d", PROTO_VERSION);
+    kv(st, "client_endpoint", "%s", srv->client_address);
+    kv(st, "data_directory", "%s", srv->cfg->data_directory);
+    kv(st, "uptime_s", "%llu",
+       (unsigned long long)((clock_mono_ms() - srv->started_ms) / 1000));
+    kv(st, "writable", "%s", srv->cluster.failed ? "no" : "yes");
+    if (srv->cluster.failed)
+        kv(st, "write_failure", "%s", srv->cluster.failure.msg);
+    kv(st, "term", "%llu", (unsigned long long)term);
+    kv(st, "commit_index", "%llu", (unsigned long long)srv->cluster.last_index);
+    kv(st, "applied_index", "%llu", (unsigned long long)idx);
+    kv(st, "connections", "%u", srv->session_count);
+    kv(st, "resources", "%llu", (unsigned long long)bs.resources);
+    kv(st, "channels", "%llu", (unsigned long long)bs.channels);
+    kv(st, "queues", "%llu", (unsigned long long)bs.queues);
+    kv(st, "stored_messages", "%llu", (unsigned long long)bs.stored_messages);
+    kv(st, "subscriptions", "%llu", (unsigned long long)bs.subscriptions);
+    kv(st, "consumers", "%llu", (unsigned long long)bs.consumers);
+    kv(st, "history_records", "%llu", (unsigned long long)bs.history_records);
+    kv(st, "entries_committed", "%llu", (unsigned long long)srv->cluster.entries_committed);
+    kv(st, "commands_committed", "%llu", (unsigned long long)srv->cluster.commands_committed);
+    kv(st, "frames_in", "%llu", (unsigned long long)srv->frames_in);
+    kv(st, "frames_out", "%llu", (unsigned long long)srv->frames_out);
+    kv(st, "protocol_errors", "%llu", (unsigned long long)srv->protocol_errors);
+    kv(st, "max_message_size", "%llu", (unsigned long long)srv->cfg->max_message_size);
+    if (proto_encode_status_ok(&ss->obuf, h->request_id, st) == 0)
+        srv->frames_out++;
+    session_mark_dirty(ss);
+    ferry_free(st);
+    return 0;
+}
+
+int dispatch_frame(struct session *ss, const struct proto_header *h, const uint8_t *body,
+                   size_t len)
+{
+    if (!ss->hello_done) {
+        if (h->op != PROTO_HELLO) {
+            ss->srv->protocol_errors++;
+            session_fail(ss, h->request_id, FERRY_EPROTO, "expected HELLO, got %s (op 0x%02x)",
+                         proto_op_name(h->op), h->op);
+            return -1;
+        }
+        return on_hello(ss, h, body, len);
+    }
+    switch (h->op) {
+    case PROTO_PING:
+        reply_empty(ss, PROTO_PONG, h->request_id);
+        return 0;
+    case PROTO_PUBLISH:
+    case PROTO_PUSH:
+        return on_publish(ss, h, body, len);
+    case PROTO_SUBSCRIBE:
+        return on_subscribe(ss, h, body, len);
+    case PROTO_UNSUBSCRIBE:
+    case PROTO_CANCEL:
+        return on_unsubscribe_or_cancel(ss, h, body, len);
+    case PROTO_SUB_ACK:
+    case PROTO_ACK:
+    case PROTO_NACK:
+        return on_settle(ss, h, body, len);
+    case PROTO_CONSUME:
+        return on_consume(ss, h, body, len);
+    case PROTO_CREATE:
+        return on_create(ss, h, body, len);
+    case PROTO_DELETE:
+    case PROTO_DURABLE_DELETE:
+        return on_delete(ss, h, body, len);
+    case PROTO_LIST:
+        return on_list(ss, h);
+    case PROTO_INFO:
+        return on_info(ss, h, body, len);
+    case PROTO_STATUS:
+        return on_status(ss, h);
+    case PROTO_HELLO:
+        session_error(ss, h->request_id, FERRY_ESTATE, "HELLO was already received");
+        return 0;
+    default:
+        session_error(ss, h->request_id, FERRY_ENOTSUP, "unknown operation 0x%02x", h->op);
+        return 0;
+    }
+}
+
+/* ---- broker -> session ---- */
+
+static int client_deliver(void *ctx, int is_delivery, const struct broker_msg *m)
+{
+    struct session *ss = ctx;
+    if (ss->closing || ss->closed ||
+        session_output_bytes(ss) > ss->srv->cfg->output_buffer_limit)
+        return FERRY_EBUSY;
+    int rc;
+    if (is_delivery) {
+        struct proto_delivery d = {.consumer_id = m->handle,
+                                   .item_id = m->id,
+                                   .delivery_count = m->delivery_count,
+                                   .timestamp_ms = m->ts_ms,
+                                   .payload = m->payload,
+                                   .payload_len = m->payload_len};
+        rc = proto_encode_delivery(&ss->obuf, &d);
+    } else {
+        struct proto_event e = {.sub_id = m->handle,
+                                .event_id = m->id,
+                                .timestamp_ms = m->ts_ms,
+                                .eflags = m->transient ? PROTO_PUB_TRANSIENT : 0,
+                                .payload = m->payload,
+                                .payload_len = m->payload_len};
+        rc = proto_encode_event(&ss->obuf, &e);
+    }
+    if (rc != 0)
+        return FERRY_EBUSY;
+    ss->srv->frames_out++;
+    session_mark_dirty(ss);
+    return 0;
+}
+
+static void client_ended(void *ctx, uint64_t handle, int code, const char *msg)
+{
+    struct session *ss = ctx;
+    struct proto_sub_end e;
+    memset(&e, 0, sizeof e);
+    e.id = handle;
+    e.code = code;
+    snprintf(e.message, sizeof e.message, "%s", msg);
+    if (proto_encode_sub_end(&ss->obuf, &e) == 0)
+        ss->srv->frames_out++;
+    session_mark_dirty(ss);
+}
+
+const struct broker_client_ops dispatch_client_ops = {
+    .deliver = client_deliver,
+    .ended = client_ended,
+};

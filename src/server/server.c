@@ -1,0 +1,226 @@
+/* server.c - the listener and the per-turn work: commit, pump, flush.
+ *
+ * See server.h for the turn structure. Shutdown (server_stop) stops
+ * accepting, commits what is pending so every request already taken gets its
+ * answer, flushes output, then closes sessions and handles; uv_run returns
+ * when the last handle is closed.
+ */
+#include "server/server.h"
+
+#include "util/clock.h"
+#include "util/log.h"
+#include <stdio.h>
+#include <string.h>
+
+#define PROTO_FRAME_OVERHEAD (64 * 1024) /* names and fields around a payload */
+
+static void turn_end_cb(uv_check_t *h);
+
+static void on_connection(uv_stream_t *listener, int status)
+{
+    struct server *srv = listener->data;
+    if (status < 0) {
+        log_warn("server", "accept failed: %s", uv_strerror(status));
+        return;
+    }
+    session_accept(srv);
+}
+
+static void keep_busy_cb(uv_idle_t *h)
+{
+    (void)h; /* its only job is to make poll return at once */
+}
+
+static void work_done(struct server *srv, int more)
+{
+    if (more && !uv_is_active((uv_handle_t *)&srv->keep_busy))
+        uv_idle_start(&srv->keep_busy, keep_busy_cb);
+    else if (!more && uv_is_active((uv_handle_t *)&srv->keep_busy))
+        uv_idle_stop(&srv->keep_busy);
+}
+
+static void flush_dirty(struct server *srv)
+{
+    while (!list_empty(&srv->dirty)) {
+        struct session *ss = list_entry(srv->dirty.next, struct session, dirty_link);
+        list_remove(&ss->dirty_link);
+        session_flush(ss);
+    }
+}
+
+static void turn_end_cb(uv_check_t *h)
+{
+    struct server *srv = h->data;
+    cluster_flush(&srv->cluster);
+    int more = 0;
+    if (srv->pump_wanted) {
+        srv->pump_wanted = 0;
+        int rc = broker_pump(srv->broker, clock_wall_ms());
+        if (rc > 0)
+            srv->pump_wanted = 1;
+        else if (rc < 0)
+            log_error("server", "reading messages for delivery failed: %s", ferry_strerror(rc));
+    }
+    more = srv->pump_wanted || cluster_has_pending(&srv->cluster);
+    flush_dirty(srv);
+    work_done(srv, more);
+}
+
+static void expire_done(void *ctx, const struct broker_result *res)
+{
+    struct server *srv = ctx;
+    srv->expire_proposed = 0;
+    if (res->status != 0)
+        log_warn("server", "expiry failed: %s", res->msg);
+    srv->pump_wanted = 1;
+}
+
+static void housekeeping_cb(uv_timer_t *t)
+{
+    struct server *srv = t->data;
+    if (srv->cluster.failed) {
+        cluster_probe(&srv->cluster);
+        return;
+    }
+    uint64_t now = clock_wall_ms();
+    if (!srv->expire_proposed && broker_expire_due(srv->broker, now)) {
+        struct broker_cmd cmd;
+        memset(&cmd, 0, sizeof cmd);
+        cmd.type = BROKER_CMD_EXPIRE;
+        cmd.ts_ms = now;
+        if (cluster_propose(&srv->cluster, &cmd, expire_done, srv, NULL) == 0) {
+            srv->expire_proposed = 1;
+            work_done(srv, 1);
+        }
+    }
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    struct server *srv = h->data;
+    log_info("server", "received %s, shutting down", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    server_stop(srv);
+}
+
+static int resolve_listen(const struct config_endpoint *ep, struct sockaddr_storage *sa,
+                          struct ferry_err *err)
+{
+    if (uv_ip4_addr(ep->host, ep->port, (struct sockaddr_in *)sa) == 0)
+        return 0;
+    if (uv_ip6_addr(ep->host, ep->port, (struct sockaddr_in6 *)sa) == 0)
+        return 0;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    int rc = getaddrinfo(ep->host, NULL, &hints, &res);
+    if (rc != 0 || res == NULL)
+        return ferry_err_set(err, FERRY_ECONFIG, "client_endpoint: cannot resolve host '%s': %s",
+                             ep->host, gai_strerror(rc));
+    memcpy(sa, res->ai_addr, res->ai_addrlen);
+    if (sa->ss_family == AF_INET)
+        ((struct sockaddr_in *)sa)->sin_port = htons(ep->port);
+    else
+        ((struct sockaddr_in6 *)sa)->sin6_port = htons(ep->port);
+    freeaddrinfo(res);
+    return 0;
+}
+
+int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg,
+                 struct broker *broker, struct ferry_err *err)
+{
+    memset(srv, 0, sizeof *srv);
+    srv->loop = loop;
+    srv->cfg = cfg;
+    srv->broker = broker;
+    srv->started_ms = clock_mono_ms();
+    srv->max_frame = (uint32_t)(cfg->max_message_size + PROTO_FRAME_OVERHEAD);
+    list_init(&srv->sessions);
+    list_init(&srv->dirty);
+    snprintf(srv->client_address, sizeof srv->client_address, "%.240s:%u", cfg->client_endpoint.host,
+             cfg->client_endpoint.port);
+    int rc = cluster_init(&srv->cluster, broker, cfg->cluster_node_id ? cfg->cluster_node_id : 1,
+                          err);
+    if (rc)
+        return rc;
+
+    struct sockaddr_storage sa;
+    rc = resolve_listen(&cfg->client_endpoint, &sa, err);
+    if (rc)
+        return rc;
+    uv_tcp_init(loop, &srv->listener);
+    srv->listener.data = srv;
+    rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&sa, 0);
+    if (rc == 0)
+        rc = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection);
+    if (rc != 0) {
+        uv_close((uv_handle_t *)&srv->listener, NULL);
+        return ferry_err_set(err, FERRY_EIO, "cannot listen on client_endpoint %s: %s",
+                             srv->client_address, uv_strerror(rc));
+    }
+    uv_check_init(loop, &srv->turn_end);
+    srv->turn_end.data = srv;
+    uv_check_start(&srv->turn_end, turn_end_cb);
+    uv_idle_init(loop, &srv->keep_busy);
+    uv_timer_init(loop, &srv->housekeeping);
+    srv->housekeeping.data = srv;
+    uv_timer_start(&srv->housekeeping, housekeeping_cb, 1000, 1000);
+    uv_signal_init(loop, &srv->sigterm);
+    uv_signal_init(loop, &srv->sigint);
+    srv->sigterm.data = srv->sigint.data = srv;
+    uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
+    uv_signal_start(&srv->sigint, on_signal, SIGINT);
+    /* Broken client connections must surface as EPIPE on write, not kill us. */
+    signal(SIGPIPE, SIG_IGN);
+    srv->pump_wanted = 1;
+    log_info("server", "listening for clients on %s (max_message_size %llu bytes)",
+             srv->client_address, (unsigned long long)cfg->max_message_size);
+    return 0;
+}
+
+static void shutdown_timeout_cb(uv_timer_t *t)
+{
+    struct server *srv = t->data;
+    struct list *it, *tmp;
+    list_foreach_safe(it, tmp, &srv->sessions)
+    {
+        struct session *ss = list_entry(it, struct session, link);
+        log_warn("server", "closing session %llu from %s: output not drained at shutdown",
+                 (unsigned long long)ss->id, ss->peer);
+        session_close(ss);
+    }
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+void server_stop(struct server *srv)
+{
+    if (srv->stopping)
+        return;
+    srv->stopping = 1;
+    uv_close((uv_handle_t *)&srv->listener, NULL);
+    /* Answer everything already taken, then say goodbye. */
+    cluster_flush(&srv->cluster);
+    struct list *it, *tmp;
+    list_foreach_safe(it, tmp, &srv->sessions)
+    {
+        struct session *ss = list_entry(it, struct session, link);
+        session_fail(ss, 0, FERRY_EUNAVAILABLE, "server is shutting down");
+    }
+    flush_dirty(srv);
+    /* RETURN commands of closing consumers are not needed: leases do not
+     * survive a restart, every unacked item is ready again at start. */
+    uv_check_stop(&srv->turn_end);
+    uv_close((uv_handle_t *)&srv->turn_end, NULL);
+    uv_close((uv_handle_t *)&srv->keep_busy, NULL);
+    uv_close((uv_handle_t *)&srv->housekeeping, NULL);
+    uv_close((uv_handle_t *)&srv->sigterm, NULL);
+    uv_close((uv_handle_t *)&srv->sigint, NULL);
+    /* A client that does not read cannot hold shutdown hostage. */
+    uv_timer_init(srv->loop, &srv->shutdown_timer);
+    srv->shutdown_timer.data = srv;
+    uv_timer_start(&srv->shutdown_timer, shutdown_timeout_cb, 3000, 0);
+    uv_unref((uv_handle_t *)&srv->shutdown_timer);
+}
+
+void server_destroy(struct server *srv)
+{
+    cluster_destroy(&srv->cluster);
+}

@@ -1,0 +1,151 @@
+/* test_node_disk.c - a full disk under a running ferryd: publishes fail with
+ * a clear error and are not acknowledged, the server stays up and says why,
+ * writes resume once space is freed, and every acknowledged message is
+ * still there after a restart.
+ *
+ * The data directory is a small tmpfs mounted by the test, which needs root
+ * (CI runs as root); elsewhere the test is skipped with that reason. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "harness.h"
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static struct node node;
+static char mnt[300];
+static int mounted;
+
+static int setup(void **state)
+{
+    (void)state;
+    alarm(300);
+    node_init(&node);
+    snprintf(mnt, sizeof mnt, "%s/data", node.dir);
+    mkdir(mnt, 0700);
+    mounted = geteuid() == 0 && mount("tmpfs", mnt, "tmpfs", 0, "size=8m") == 0;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    node_stop(&node);
+    if (mounted)
+        umount2(mnt, MNT_DETACH);
+    node_destroy(&node);
+    return 0;
+}
+
+static long count_ids(const char *path, long *max_id)
+{
+    FILE *f = fopen(path, "r");
+    long id, n = 0;
+    *max_id = 0;
+    if (f == NULL)
+        return 0;
+    while (fscanf(f, "%ld", &id) == 1) {
+        n++;
+        if (id > *max_id)
+            *max_id = id;
+    }
+    fclose(f);
+    return n;
+}
+
+static void test_full_disk_refuses_then_recovers(void **state)
+{
+    (void)state;
+    if (!mounted) {
+        fprintf(stderr, "skipped: mounting a small tmpfs needs root\n");
+        skip();
+    }
+    /* A filler file takes most of the space; the database gets the rest. */
+    char filler[400], cmd[600];
+    snprintf(filler, sizeof filler, "%s/filler", mnt);
+    snprintf(cmd, sizeof cmd, "dd if=/dev/zero of=%s bs=1M count=6 2>/dev/null", filler);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(node_start(&node, NULL), 0);
+
+    /* Publish 8 KiB messages until the disk is full. */
+    char input[300], acked[300];
+    snprintf(input, sizeof input, "%s/input.txt", node.dir);
+    snprintf(acked, sizeof acked, "%s/acked.txt", node.dir);
+    FILE *f = fopen(input, "w");
+    char pad[8192];
+    memset(pad, 'd', sizeof pad - 1);
+    pad[sizeof pad - 1] = '\0';
+    for (int i = 1; i <= 2000; i++) /* ~16 MiB: more than the disk holds */
+        fprintf(f, "%d %s\n", i, pad);
+    fclose(f);
+    const char *args[] = {"pub", "disk", "--verbose", NULL};
+    pid_t cli = spawn_ferry(node.port, input, acked, args);
+    int st;
+    assert_int_equal(waitpid(cli, &st, 0), cli);
+    assert_true(WIFEXITED(st));
+    assert_int_not_equal(WEXITSTATUS(st), 0); /* the publisher saw the failure */
+    long max_id;
+    long nacked = count_ids(acked, &max_id);
+    fprintf(stderr, "acknowledged before the disk filled: %ld\n", nacked);
+    assert_true(nacked > 0 && nacked < 2000);
+    assert_true(node_log_contains(&node, "storage failure"));
+
+    /* The server is up and says it refuses writes. */
+    struct run_result r;
+    const char *status[] = {"status", NULL};
+    run_ferry(node.port, NULL, &r, status);
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "writable"));
+    assert_non_null(strstr(r.out, "no"));
+    run_result_free(&r);
+    const char *one[] = {"pub", "disk", "after-full", NULL};
+    run_ferry(node.port, NULL, &r, one);
+    assert_int_not_equal(r.status, 0);
+    run_result_free(&r);
+
+    /* Free space: writes resume within a few probe intervals. */
+    assert_int_equal(unlink(filler), 0);
+    int ok = 0;
+    for (int i = 0; i < 100 && !ok; i++) {
+        sleep_ms(100);
+        run_ferry(node.port, NULL, &r, one);
+        ok = r.status == 0;
+        run_result_free(&r);
+    }
+    assert_true(ok);
+
+    /* After a restart every acknowledged message is present. */
+    node_stop(&node);
+    assert_int_equal(node_start(&node, NULL), 0);
+    const char *sub[] = {"sub", "disk", "--from", "1", "--verbose", "--timeout", "3", NULL};
+    run_ferry(node.port, NULL, &r, sub);
+    assert_int_equal(r.status, 0);
+    long seen = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(r.out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        long id, num;
+        if (sscanf(line, "%ld\t%ld", &id, &num) == 2 && id <= max_id) {
+            assert_int_equal(num, id);
+            seen++;
+        }
+    }
+    run_result_free(&r);
+    assert_int_equal(seen, max_id);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_full_disk_refuses_then_recovers, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
