@@ -4,8 +4,10 @@
  * `--config FILE` (or FERRY_CONFIG), environment variables FERRY_<KEY>
  * (upper case), and command-line flags `--<key> value` (dashes or
  * underscores). Keys are case-insensitive. The file has one `key value` per
- * line; `#` starts a comment; blank lines are ignored; the value is the rest
- * of the line with surrounding whitespace trimmed.
+ * line; `#` starts a comment at the start of a line or after whitespace;
+ * blank lines are ignored; the value is the rest of the line with
+ * surrounding whitespace trimmed. FERRY_* variables that are not keys (the
+ * client's FERRY_SERVERS) are ignored; unknown keys in the file or flags are not.
  *
  * Every value is validated when loaded. The first bad value makes
  * config_load fail with FERRY_ECONFIG and an error message naming the
@@ -75,7 +77,8 @@ void config_defaults(struct config *c);
 /* Load the configuration for a process started as argv[0..argc-1] with
  * environment envp (NULL-terminated "KEY=VALUE" strings; NULL = none).
  * Recognises `--config FILE` and `--<key> value` flags (also `--key=value`);
- * `--help`/`-h` and `--version` are NOT handled here (main checks them first).
+ * `--help`/`-h` and `--version` are NOT handled here (main checks them first);
+ * `--print-config` (no value) is accepted and ignored here, for main to act on.
  * Cross-key rules are checked last (for example: cluster_node_id must be a
  * member of cluster_membership, its endpoint port must match
  * cluster_node_endpoint's, member ids unique, election_min > heartbeat).
