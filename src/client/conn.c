@@ -1,0 +1,394 @@
+/* conn.c - address parsing, TCP connect with a deadline, HELLO exchange.
+ *
+ * The socket is non-blocking from the start: connect() is completed with
+ * poll(POLLOUT) and SO_ERROR, and the HELLO reply is read with poll(POLLIN)
+ * against the same deadline, so a node that accepts and then says nothing
+ * costs at most the connect timeout. Each name resolves with getaddrinfo()
+ * and every returned address is tried in turn.
+ */
+#include "client/conn.h"
+
+#include "proto/proto.h"
+#include "util/alloc.h"
+#include "util/clock.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define HELLO_REQUEST_ID 1u
+
+int conn_parse_address(const char *address, char *host, size_t host_cap, uint16_t *port, char *msg,
+                       size_t msg_cap)
+{
+    const char *h = address;
+    size_t hlen;
+    const char *p = NULL;
+    if (address[0] == '[') {
+        const char *close = strchr(address, ']');
+        if (close == NULL) {
+            snprintf(msg, msg_cap, "address '%s': missing ']'", address);
+            return FERRY_EINVAL;
+        }
+        h = address + 1;
+        hlen = (size_t)(close - h);
+        if (close[1] == ':')
+            p = close + 2;
+        else if (close[1] != '\0') {
+            snprintf(msg, msg_cap, "address '%s': expected ':port' after ']'", address);
+            return FERRY_EINVAL;
+        }
+    } else {
+        const char *colon = strrchr(address, ':');
+        if (colon != NULL && strchr(address, ':') != colon) {
+            snprintf(msg, msg_cap, "address '%s': write IPv6 addresses as [addr]:port", address);
+            return FERRY_EINVAL;
+        }
+        hlen = colon ? (size_t)(colon - address) : strlen(address);
+        p = colon ? colon + 1 : NULL;
+    }
+    if (hlen == 0 || hlen >= host_cap) {
+        snprintf(msg, msg_cap, "address '%s': %s host name", address,
+                 hlen == 0 ? "missing" : "overlong");
+        return FERRY_EINVAL;
+    }
+    memcpy(host, h, hlen);
+    host[hlen] = '\0';
+    *port = FERRY_DEFAULT_PORT;
+    if (p != NULL) {
+        unsigned long v = 0;
+        const char *q = p;
+        for (; *q >= '0' && *q <= '9' && v <= 65535; q++)
+            v = v * 10 + (unsigned long)(*q - '0');
+        if (q == p || *q != '\0' || v == 0 || v > 65535) {
+            snprintf(msg, msg_cap, "address '%s': port must be a number from 1 to 65535", address);
+            return FERRY_EINVAL;
+        }
+        *port = (uint16_t)v;
+    }
+    return 0;
+}
+
+void conn_free_servers(char **servers, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        ferry_free(servers[i]);
+    ferry_free(servers);
+}
+
+int conn_parse_servers(const char *list, char ***servers, size_t *count, char *msg, size_t msg_cap)
+{
+    size_t n = 1;
+    for (const char *p = list; *p; p++)
+        n += *p == ',';
+    char **v = ferry_calloc(n, sizeof *v);
+    if (v == NULL)
+        return FERRY_ENOMEM;
+    size_t i = 0;
+    const char *start = list;
+    for (;;) {
+        const char *end = strchr(start, ',');
+        size_t len = end ? (size_t)(end - start) : strlen(start);
+        while (len > 0 && (*start == ' ' || *start == '\t')) {
+            start++;
+            len--;
+        }
+        while (len > 0 && (start[len - 1] == ' ' || start[len - 1] == '\t'))
+            len--;
+        if (len == 0) {
+            snprintf(msg, msg_cap, "servers list '%s': empty address", list);
+            conn_free_servers(v, i);
+            return FERRY_EINVAL;
+        }
+        v[i] = ferry_strndup(start, len);
+        if (v[i] == NULL) {
+            conn_free_servers(v, i);
+            return FERRY_ENOMEM;
+        }
+        char host[CONN_ADDR_MAX];
+        uint16_t port;
+        int rc = conn_parse_address(v[i], host, sizeof host, &port, msg, msg_cap);
+        i++;
+        if (rc != 0) {
+            conn_free_servers(v, i);
+            return rc;
+        }
+        if (end == NULL)
+            break;
+        start = end + 1;
+    }
+    *servers = v;
+    *count = i;
+    return 0;
+}
+
+static int remaining_ms(uint64_t deadline_ns)
+{
+    uint64_t now = clock_mono_ns();
+    if (now >= deadline_ns)
+        return 0;
+    uint64_t ms = (deadline_ns - now + 999999) / 1000000;
+    return ms > 0x7fffffff ? 0x7fffffff : (int)ms;
+}
+
+/* Wait for `events` on fd until the deadline: 1 ready, 0 timed out, -errno. */
+static int wait_fd(int fd, short events, uint64_t deadline_ns)
+{
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = events};
+        int rc = poll(&pfd, 1, remaining_ms(deadline_ns));
+        if (rc > 0)
+            return 1;
+        if (rc == 0)
+            return 0;
+        if (errno != EINTR)
+            return -errno;
+    }
+}
+
+static int dial_one(const struct addrinfo *ai, uint64_t deadline_ns, int *fd_out, int *err_out)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
+    if (fd < 0) {
+        *err_out = errno;
+        return FERRY_ECONN;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        if (errno != EINPROGRESS && errno != EINTR) {
+            *err_out = errno;
+            close(fd);
+            return FERRY_ECONN;
+        }
+        int w = wait_fd(fd, POLLOUT, deadline_ns);
+        if (w <= 0) {
+            *err_out = w == 0 ? ETIMEDOUT : -w;
+            close(fd);
+            return w == 0 ? FERRY_ETIMEDOUT : FERRY_ECONN;
+        }
+        int soerr = 0;
+        socklen_t len = sizeof soerr;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &len) != 0)
+            soerr = errno;
+        if (soerr != 0) {
+            *err_out = soerr;
+            close(fd);
+            return FERRY_ECONN;
+        }
+    }
+    *fd_out = fd;
+    return 0;
+}
+
+/* TCP connect to address within the deadline; every resolved address is tried. */
+static int dial(const char *address, uint64_t deadline_ns, int *fd, char *msg, size_t cap)
+{
+    char host[CONN_ADDR_MAX];
+    uint16_t port;
+    int rc = conn_parse_address(address, host, sizeof host, &port, msg, cap);
+    if (rc != 0)
+        return rc;
+    char service[8];
+    snprintf(service, sizeof service, "%u", (unsigned)port);
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
+    struct addrinfo *res = NULL;
+    int gai = getaddrinfo(host, service, &hints, &res);
+    if (gai != 0) {
+        snprintf(msg, cap, "%s: cannot resolve '%s': %s", address, host, gai_strerror(gai));
+        return FERRY_ECONN;
+    }
+    int err = 0;
+    rc = FERRY_ECONN;
+    for (struct addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        rc = dial_one(ai, deadline_ns, fd, &err);
+        if (rc == 0 || rc == FERRY_ETIMEDOUT)
+            break;
+    }
+    freeaddrinfo(res);
+    if (rc == FERRY_ETIMEDOUT)
+        snprintf(msg, cap, "%s: connect timed out", address);
+    else if (rc != 0)
+        snprintf(msg, cap, "%s: %s", address, strerror(err ? err : ECONNREFUSED));
+    return rc;
+}
+
+static int send_all(int fd, const uint8_t *p, size_t n, uint64_t deadline_ns)
+{
+    while (n > 0) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w > 0) {
+            p += w;
+            n -= (size_t)w;
+            continue;
+        }
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            int r = wait_fd(fd, POLLOUT, deadline_ns);
+            if (r == 0)
+                return FERRY_ETIMEDOUT;
+            if (r < 0)
+                return FERRY_ECONN;
+            continue;
+        }
+        return FERRY_ECONN;
+    }
+    return 0;
+}
+
+/* Read one whole frame into in (which may hold more after it); *flen its size. */
+static int recv_frame(int fd, struct buf *in, uint32_t max_frame, uint64_t deadline_ns,
+                      struct proto_header *h, size_t *flen, const char *address, char *msg,
+                      size_t cap)
+{
+    for (;;) {
+        int rc = proto_frame_check(in->data, in->len, max_frame, h, flen);
+        if (rc == 0)
+            return 0;
+        if (rc != FERRY_EAGAIN) {
+            snprintf(msg, cap, "%s: malformed reply to HELLO (%s)", address, ferry_strerror(rc));
+            return FERRY_EPROTO;
+        }
+        if (buf_reserve(in, 4096) != 0)
+            return FERRY_ENOMEM;
+        ssize_t r = recv(fd, in->data + in->len, in->cap - in->len, 0);
+        if (r > 0) {
+            in->len += (size_t)r;
+            continue;
+        }
+        if (r == 0) {
+            snprintf(msg, cap, "%s: connection closed by the server during HELLO", address);
+            return FERRY_ECONN;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno != EAGAIN && errno != EWOULDBLOCK) {
+            snprintf(msg, cap, "%s: %s", address, strerror(errno));
+            return FERRY_ECONN;
+        }
+        int w = wait_fd(fd, POLLIN, deadline_ns);
+        if (w == 0) {
+            snprintf(msg, cap, "%s: no reply to HELLO in time", address);
+            return FERRY_ETIMEDOUT;
+        }
+        if (w < 0) {
+            snprintf(msg, cap, "%s: %s", address, strerror(-w));
+            return FERRY_ECONN;
+        }
+    }
+}
+
+static void take_hello(struct conn *out, const struct proto_hello_ok *ok, int fd,
+                       const char *address)
+{
+    out->fd = fd;
+    snprintf(out->address, sizeof out->address, "%s", address);
+    snprintf(out->server_version, sizeof out->server_version, "%s", ok->server_version);
+    snprintf(out->role, sizeof out->role, "%s", ok->role);
+    out->node_id = ok->node_id;
+    out->max_frame = ok->max_frame;
+    out->max_message = ok->max_message;
+}
+
+/* HELLO on an open socket. 0 (HELLO_OK), FERRY_ENOTLEADER with leader set,
+ * or another error with msg. */
+static int hello(const struct conn_params *p, int fd, const char *address, uint64_t deadline_ns,
+                 struct conn *out, struct buf *extra, char *leader, size_t leader_cap, char *msg,
+                 size_t cap)
+{
+    struct buf b;
+    buf_init(&b);
+    struct proto_hello h;
+    memset(&h, 0, sizeof h);
+    snprintf(h.client_name, sizeof h.client_name, "%s", p->client_name);
+    int rc = proto_encode_hello(&b, HELLO_REQUEST_ID, &h);
+    if (rc == 0) {
+        rc = send_all(fd, b.data, b.len, deadline_ns);
+        if (rc != 0)
+            snprintf(msg, cap, "%s: cannot send HELLO: %s", address,
+                     rc == FERRY_ETIMEDOUT ? "timed out" : strerror(errno));
+    }
+    buf_reset(&b);
+    struct proto_header hdr;
+    size_t flen = 0;
+    if (rc == 0)
+        rc = recv_frame(fd, &b, p->max_frame, deadline_ns, &hdr, &flen, address, msg, cap);
+    if (rc != 0)
+        goto out;
+    const uint8_t *body = b.data + PROTO_HEADER_SIZE;
+    size_t blen = flen - PROTO_HEADER_SIZE;
+    if (hdr.op == PROTO_HELLO_OK) {
+        struct proto_hello_ok *ok = ferry_malloc(sizeof *ok);
+        if (ok == NULL) {
+            rc = FERRY_ENOMEM;
+            goto out;
+        }
+        rc = proto_decode_hello_ok(body, blen, ok);
+        if (rc == 0 && ok->version != PROTO_VERSION) {
+            snprintf(msg, cap, "%s: server speaks protocol version %u, this client %u", address,
+                     ok->version, PROTO_VERSION);
+            rc = FERRY_EVERSION;
+        } else if (rc != 0) {
+            snprintf(msg, cap, "%s: malformed HELLO_OK", address);
+            rc = FERRY_EPROTO;
+        } else {
+            take_hello(out, ok, fd, address);
+            rc = buf_append(extra, b.data + flen, b.len - flen);
+        }
+        ferry_free(ok);
+    } else if (hdr.op == PROTO_ERROR) {
+        struct proto_error e;
+        if (proto_decode_error(body, blen, &e) != 0 || e.code >= 0) {
+            snprintf(msg, cap, "%s: malformed ERROR in reply to HELLO", address);
+            rc = FERRY_EPROTO;
+        } else {
+            rc = e.code;
+            snprintf(leader, leader_cap, "%s", e.leader);
+            snprintf(msg, cap, "%s: %s", address, e.message[0] ? e.message : ferry_strerror(rc));
+        }
+    } else {
+        snprintf(msg, cap, "%s: unexpected %s in reply to HELLO", address, proto_op_name(hdr.op));
+        rc = FERRY_EPROTO;
+    }
+out:
+    buf_free(&b);
+    return rc;
+}
+
+int conn_open(const struct conn_params *p, const char *address, struct conn *out, struct buf *extra,
+              char *msg, size_t msg_cap)
+{
+    char addr[CONN_ADDR_MAX];
+    char leader[CONN_ADDR_MAX];
+    char trail[CONN_MSG_MAX] = ""; /* "a redirected to b; " ... */
+    snprintf(addr, sizeof addr, "%s", address);
+    for (uint32_t redirects = 0;; redirects++) {
+        uint64_t deadline = clock_mono_ns() + (uint64_t)p->timeout_ms * 1000000u;
+        char m[CONN_MSG_MAX] = "";
+        int fd = -1;
+        int rc = dial(addr, deadline, &fd, m, sizeof m);
+        if (rc == 0) {
+            leader[0] = '\0';
+            rc = hello(p, fd, addr, deadline, out, extra, leader, sizeof leader, m, sizeof m);
+            if (rc == 0)
+                return 0;
+            close(fd);
+        }
+        if (rc == FERRY_ENOTLEADER && leader[0] != '\0' && redirects < p->max_redirects) {
+            size_t t = strlen(trail);
+            snprintf(trail + t, sizeof trail - t, "%s redirected to %s; ", addr, leader);
+            snprintf(addr, sizeof addr, "%s", leader);
+            continue;
+        }
+        snprintf(msg, msg_cap, "%s%s", trail, m);
+        return rc;
+    }
+}

@@ -1,0 +1,673 @@
+/* io.c - the client's I/O thread.
+ *
+ * One loop per connection: write what is buffered, poll the socket and the
+ * wake eventfd (with the earliest asynchronous deadline as the timeout),
+ * read, and handle every whole frame in the input under the client mutex.
+ * Handling a frame only records its effect: blocking callers are signalled
+ * at once, while callbacks (asynchronous completions, messages, ends,
+ * errors) are collected in c->disp and run after the batch with the mutex
+ * released, in frame order. Payloads handed to message callbacks point into
+ * c->in, which nothing else touches until the batch is done.
+ *
+ * The loop ends when the connection fails or the client closes; it then
+ * completes every pending request with the error, ends every subscription
+ * and runs the resulting callbacks before the thread exits.
+ *
+ * An ERROR ENOTLEADER naming a leader, on a connection that has no
+ * subscription or consumer, makes the thread connect to that leader and
+ * re-send every pending request there, in the original order.
+ */
+#include "client/client.h"
+
+#include "util/alloc.h"
+#include "util/clock.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#define HANDLE_REDIRECT 1
+
+void io_fail_locked(ferry_client_t *c, int code, const char *fmt, ...)
+{
+    if (c->state != CLIENT_READY && c->state != CLIENT_REDIRECTING)
+        return; /* the first failure is the one to report */
+    c->state = CLIENT_BROKEN;
+    c->conn_code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->conn_msg, sizeof c->conn_msg, fmt, ap);
+    va_end(ap);
+    if (c->fd >= 0)
+        shutdown(c->fd, SHUT_RDWR);
+    if (!client_in_io_thread(c))
+        client_wake_locked(c);
+}
+
+static struct disp *disp_push_locked(ferry_client_t *c, uint8_t kind)
+{
+    if (c->ndisp == c->disp_cap) {
+        size_t cap = c->disp_cap ? c->disp_cap * 2 : 256;
+        struct disp *d = ferry_realloc(c->disp, cap * sizeof *d);
+        if (d == NULL) {
+            io_fail_locked(c, FERRY_ENOMEM, "out of memory in the client's I/O thread");
+            return NULL;
+        }
+        c->disp = d;
+        c->disp_cap = cap;
+    }
+    struct disp *d = &c->disp[c->ndisp++];
+    memset(d, 0, sizeof *d);
+    d->kind = kind;
+    return d;
+}
+
+static void report_error_locked(ferry_client_t *c, int status, const char *msg)
+{
+    if (c->on_error == NULL)
+        return;
+    struct disp *d = disp_push_locked(c, DISP_ERROR);
+    if (d == NULL)
+        return;
+    d->status = status;
+    d->msg = ferry_strdup(msg);
+}
+
+int sub_end_locked(ferry_client_t *c, struct ferry_sub *s, int code, const char *msg)
+{
+    if (s->ended)
+        return 0;
+    s->ended = 1;
+    s->end_code = code;
+    s->end_msg = ferry_strdup(msg);
+    if (s->registered) {
+        umap_remove(s->consumer ? &c->consumers : &c->subs, s->id);
+        s->registered = 0;
+    }
+    if (s->on_end != NULL && !s->released) {
+        struct disp *d = disp_push_locked(c, DISP_END);
+        if (d != NULL) {
+            d->sub = s;
+            d->status = code;
+            d->msg = ferry_strdup(msg);
+            s->dispatching++;
+        }
+    }
+    if (s->waiters)
+        pthread_cond_broadcast(&s->cond);
+    return 1;
+}
+
+/* Complete every pending request and end every subscription (locked). */
+static void fail_all_locked(ferry_client_t *c)
+{
+    int code = c->state == CLIENT_CLOSING ? FERRY_ECLOSED : c->conn_code;
+    const char *msg = c->state == CLIENT_CLOSING ? "client closed" : c->conn_msg;
+    struct list *pos, *tmp;
+    list_foreach_safe(pos, tmp, &c->inflight)
+    {
+        struct req *r = list_entry(pos, struct req, link);
+        client_forget_locked(c, r);
+        r->status = code;
+        r->msg = ferry_strdup(msg);
+        if (r->kind == REQ_SYNC) {
+            r->done = 1;
+            pthread_cond_signal(r->cond);
+            continue;
+        }
+        c->async_inflight--;
+        struct disp *d = disp_push_locked(c, DISP_ASYNC);
+        if (d == NULL) { /* cannot report it; still keep the counts right */
+            c->async_pending--;
+            client_req_put_locked(c, r);
+            continue;
+        }
+        d->req = r;
+    }
+    list_foreach(pos, &c->all_subs)
+    {
+        struct ferry_sub *s = list_entry(pos, struct ferry_sub, link);
+        sub_end_locked(c, s, code, msg);
+    }
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
+    }
+    pthread_cond_broadcast(&c->async_cond);
+}
+
+/* Run the collected callbacks with the mutex released, then settle (locked). */
+static void run_dispatch_locked(ferry_client_t *c)
+{
+    size_t n = c->ndisp;
+    if (n == 0)
+        return;
+    struct disp *v = c->disp;
+    pthread_mutex_unlock(&c->mu);
+    for (size_t i = 0; i < n; i++) {
+        struct disp *d = &v[i];
+        switch (d->kind) {
+        case DISP_ASYNC:
+            if (d->req->cb != NULL)
+                d->req->cb(c, d->req->status, d->req->result_id, d->req->msg ? d->req->msg : "",
+                           d->req->arg);
+            break;
+        case DISP_MESSAGE:
+            if (!__atomic_load_n(&d->sub->released, __ATOMIC_ACQUIRE))
+                d->sub->on_message(d->sub, &d->m, d->sub->arg);
+            break;
+        case DISP_END:
+            if (!__atomic_load_n(&d->sub->released, __ATOMIC_ACQUIRE))
+                d->sub->on_end(d->sub, d->status, d->msg ? d->msg : ferry_strerror(d->status),
+                               d->sub->arg);
+            break;
+        case DISP_ERROR:
+            c->on_error(c, d->status, d->msg ? d->msg : ferry_strerror(d->status), c->on_error_arg);
+            break;
+        }
+    }
+    pthread_mutex_lock(&c->mu);
+    int settled = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct disp *d = &v[i];
+        if (d->kind == DISP_ASYNC) {
+            c->async_pending--;
+            client_req_put_locked(c, d->req);
+            settled = 1;
+        } else if (d->sub != NULL) {
+            struct ferry_sub *s = d->sub;
+            s->dispatching--;
+            if (s->dispatching == 0 && s->waiters)
+                pthread_cond_broadcast(&s->cond);
+            sub_maybe_free_locked(c, s);
+        }
+        ferry_free(d->msg);
+    }
+    c->ndisp = 0;
+    if (settled && c->async_waiters)
+        pthread_cond_broadcast(&c->async_cond);
+}
+
+/* ---- frames ---- */
+
+static uint8_t expected_reply(uint8_t op)
+{
+    switch (op) {
+    case PROTO_PING:
+        return PROTO_PONG;
+    case PROTO_PUBLISH:
+    case PROTO_PUSH:
+        return PROTO_PUBLISH_OK;
+    case PROTO_SUBSCRIBE:
+        return PROTO_SUBSCRIBE_OK;
+    case PROTO_CONSUME:
+        return PROTO_CONSUME_OK;
+    case PROTO_LIST:
+        return PROTO_LIST_OK;
+    case PROTO_INFO:
+        return PROTO_INFO_OK;
+    case PROTO_STATUS:
+        return PROTO_STATUS_OK;
+    default:
+        return PROTO_OK;
+    }
+}
+
+static int redirect_allowed_locked(const ferry_client_t *c, const char *leader)
+{
+    return leader[0] != '\0' && c->state == CLIENT_READY && c->redirects < c->max_redirects &&
+           c->subs.count == 0 && c->consumers.count == 0;
+}
+
+static int register_sub_locked(ferry_client_t *c, struct ferry_sub *s, uint8_t op,
+                               const uint8_t *body, size_t len)
+{
+    if (op == PROTO_SUBSCRIBE_OK) {
+        struct proto_subscribe_ok ok;
+        if (proto_decode_subscribe_ok(body, len, &ok) != 0)
+            return FERRY_EPROTO;
+        s->id = ok.sub_id;
+        s->next_event_id = ok.next_event_id;
+    } else if (proto_decode_id(body, len, &s->id) != 0) {
+        return FERRY_EPROTO;
+    }
+    struct umap *m = s->consumer ? &c->consumers : &c->subs;
+    if (umap_get(m, s->id) != NULL)
+        return FERRY_EPROTO;
+    if (umap_put(m, s->id, s) != 0)
+        return FERRY_ENOMEM;
+    s->registered = 1;
+    list_insert_tail(&c->all_subs, &s->link);
+    return 0;
+}
+
+static void complete_async_locked(ferry_client_t *c, struct req *r, int status, const char *msg,
+                                  const uint8_t *body, size_t len)
+{
+    if (status == 0 && proto_decode_id(body, len, &r->result_id) != 0) {
+        status = FERRY_EPROTO;
+        msg = "malformed PUBLISH_OK";
+    }
+    r->status = status;
+    r->msg = msg ? ferry_strdup(msg) : NULL;
+    c->async_inflight--;
+    struct disp *d = disp_push_locked(c, DISP_ASYNC);
+    if (d == NULL) {
+        c->async_pending--;
+        client_req_put_locked(c, r);
+        return;
+    }
+    d->req = r;
+}
+
+static void complete_sync_locked(ferry_client_t *c, struct req *r, uint8_t op, int status,
+                                 const char *msg, const uint8_t *body, size_t len)
+{
+    char why[CLIENT_MSG_MAX];
+    if (status == 0 && r->sub != NULL) { /* the reply body is not needed then */
+        status = register_sub_locked(c, r->sub, op, body, len);
+        if (status != 0) {
+            snprintf(why, sizeof why, "malformed or duplicate %s from %s", proto_op_name(op),
+                     c->info.address);
+            msg = why;
+        }
+    } else if (status == 0 && buf_append(&r->reply, body, len) != 0) {
+        status = FERRY_ENOMEM;
+        msg = "out of memory copying a reply";
+    }
+    r->status = status;
+    r->reply_op = op;
+    r->msg = msg ? ferry_strdup(msg) : NULL;
+    r->done = 1;
+    pthread_cond_signal(r->cond);
+}
+
+/* A reply for pending request r. */
+static int complete_locked(ferry_client_t *c, struct req *r, uint8_t op, const uint8_t *body,
+                           size_t len)
+{
+    int status = 0;
+    char msg[CLIENT_MSG_MAX];
+    const char *m = NULL;
+    if (op == PROTO_ERROR) {
+        struct proto_error e;
+        if (proto_decode_error(body, len, &e) != 0) {
+            io_fail_locked(c, FERRY_EPROTO, "malformed ERROR frame from %s", c->info.address);
+            return -1;
+        }
+        status = e.code < 0 ? e.code : FERRY_EPROTO;
+        if (status == FERRY_ENOTLEADER && redirect_allowed_locked(c, e.leader)) {
+            snprintf(c->redirect_to, sizeof c->redirect_to, "%s", e.leader);
+            c->redirects++;
+            return HANDLE_REDIRECT;
+        }
+        const char *text = e.message[0] ? e.message : ferry_strerror(status);
+        if (status == FERRY_ENOTLEADER && e.leader[0] && strstr(text, e.leader) == NULL)
+            snprintf(msg, sizeof msg, "%s (leader: %s)", text, e.leader);
+        else
+            snprintf(msg, sizeof msg, "%s", text);
+        m = msg;
+    } else if (op != expected_reply(r->op)) {
+        status = FERRY_EPROTO;
+        snprintf(msg, sizeof msg, "server %s answered %s with %s", c->info.address,
+                 proto_op_name(r->op), proto_op_name(op));
+        m = msg;
+    } else {
+        c->redirects = 0;
+    }
+    client_forget_locked(c, r);
+    if (r->kind == REQ_ASYNC)
+        complete_async_locked(c, r, status, m, body, len);
+    else
+        complete_sync_locked(c, r, op, status, m, body, len);
+    return 0;
+}
+
+/* The server confirmed a subscription or consumer nobody waits for any more
+ * (its caller timed out): end it so the server does not keep delivering. */
+static void cancel_orphan_locked(ferry_client_t *c, uint8_t op, const uint8_t *body, size_t len)
+{
+    uint64_t id;
+    if (proto_decode_id(body, len, &id) != 0)
+        return;
+    struct buf f;
+    buf_init(&f);
+    uint8_t cancel = op == PROTO_SUBSCRIBE_OK ? PROTO_UNSUBSCRIBE : PROTO_CANCEL;
+    if (proto_encode_id(&f, cancel, 0, 0, id) == 0)
+        client_send_untracked_locked(c, &f);
+    buf_free(&f);
+}
+
+static void deliver_locked(ferry_client_t *c, struct ferry_sub *s, const ferry_message_t *m)
+{
+    if (s->on_message != NULL) {
+        struct disp *d = disp_push_locked(c, DISP_MESSAGE);
+        if (d == NULL)
+            return;
+        d->sub = s;
+        d->m = *m;
+        s->dispatching++;
+        return;
+    }
+    struct qmsg *q = ferry_malloc(sizeof *q + m->len);
+    if (q == NULL) {
+        io_fail_locked(c, FERRY_ENOMEM, "out of memory buffering a message of %zu bytes", m->len);
+        return;
+    }
+    q->m = *m;
+    memcpy(q->data, m->data, m->len);
+    q->m.data = q->data;
+    list_insert_tail(&s->queue, &q->link);
+    s->queued_bytes += m->len;
+    c->queued_bytes += m->len;
+    if (s->waiters && s->signaled_batch != c->batch) {
+        s->signaled_batch = c->batch;
+        pthread_cond_broadcast(&s->cond);
+    }
+}
+
+static int on_push_locked(ferry_client_t *c, uint8_t op, const uint8_t *body, size_t len)
+{
+    ferry_message_t m;
+    memset(&m, 0, sizeof m);
+    struct ferry_sub *s = NULL;
+    if (op == PROTO_EVENT) {
+        struct proto_event e;
+        if (proto_decode_event(body, len, &e) != 0)
+            goto malformed;
+        s = umap_get(&c->subs, e.sub_id);
+        m.id = e.event_id;
+        m.timestamp_ms = e.timestamp_ms;
+        m.transient = (e.eflags & PROTO_PUB_TRANSIENT) != 0;
+        m.data = e.payload;
+        m.len = e.payload_len;
+    } else if (op == PROTO_DELIVERY) {
+        struct proto_delivery e;
+        if (proto_decode_delivery(body, len, &e) != 0)
+            goto malformed;
+        s = umap_get(&c->consumers, e.consumer_id);
+        m.id = e.item_id;
+        m.timestamp_ms = e.timestamp_ms;
+        m.delivery_count = e.delivery_count;
+        m.data = e.payload;
+        m.len = e.payload_len;
+    } else {
+        struct proto_sub_end e;
+        if (proto_decode_sub_end(body, len, &e) != 0)
+            goto malformed;
+        s = umap_get(&c->subs, e.id);
+        if (s == NULL)
+            s = umap_get(&c->consumers, e.id);
+        if (s != NULL)
+            sub_end_locked(c, s, e.code < 0 ? e.code : FERRY_ECLOSED,
+                           e.message[0] ? e.message : "ended by the server");
+        return 0;
+    }
+    if (s != NULL) { /* else: it was just unsubscribed */
+        m.sub = s;
+        deliver_locked(c, s, &m);
+    }
+    return 0;
+malformed:
+    io_fail_locked(c, FERRY_EPROTO, "malformed %s frame from %s", proto_op_name(op),
+                   c->info.address);
+    return -1;
+}
+
+static int handle_frame_locked(ferry_client_t *c, const struct proto_header *h, const uint8_t *body,
+                               size_t len)
+{
+    if (h->op == PROTO_EVENT || h->op == PROTO_DELIVERY || h->op == PROTO_SUB_END)
+        return on_push_locked(c, h->op, body, len);
+    struct req *r = h->request_id ? umap_get(&c->reqs, h->request_id) : NULL;
+    if (r != NULL)
+        return complete_locked(c, r, h->op, body, len);
+    if (h->op == PROTO_ERROR) {
+        struct proto_error e;
+        if (proto_decode_error(body, len, &e) != 0) {
+            io_fail_locked(c, FERRY_EPROTO, "malformed ERROR frame from %s", c->info.address);
+            return -1;
+        }
+        int code = e.code < 0 ? e.code : FERRY_EPROTO;
+        const char *text = e.message[0] ? e.message : ferry_strerror(code);
+        char msg[CLIENT_MSG_MAX];
+        if (h->request_id == 0) {
+            snprintf(c->notice, sizeof c->notice, "%s", text);
+            snprintf(msg, sizeof msg, "server %s: %s", c->info.address, text);
+        } else {
+            snprintf(msg, sizeof msg, "%s (request %u)", text, h->request_id);
+        }
+        report_error_locked(c, code, msg);
+        return 0;
+    }
+    if (h->request_id == 0 || h->op < PROTO_OK) {
+        io_fail_locked(c, FERRY_EPROTO, "unexpected %s frame (op 0x%02x) from %s",
+                       proto_op_name(h->op), h->op, c->info.address);
+        return -1;
+    }
+    if (h->op == PROTO_SUBSCRIBE_OK || h->op == PROTO_CONSUME_OK)
+        cancel_orphan_locked(c, h->op, body, len);
+    return 0; /* a late reply to a request that timed out, or to an untracked one */
+}
+
+static const char *frame_error_text(int rc)
+{
+    switch (rc) {
+    case FERRY_ETOOBIG:
+        return "a frame over the client's max_frame limit";
+    case FERRY_EVERSION:
+        return "a frame of an unknown protocol version";
+    default:
+        return "a frame with an invalid length";
+    }
+}
+
+/* Handle every whole frame in c->in (locked); returns HANDLE_REDIRECT when
+ * the connection must move to c->redirect_to. */
+static int process_input_locked(ferry_client_t *c)
+{
+    size_t off = 0;
+    int result = 0;
+    c->batch++;
+    uint32_t inflight_before = c->async_inflight;
+    while (c->state == CLIENT_READY) {
+        struct proto_header h;
+        size_t flen = 0;
+        int rc = proto_frame_check(c->in.data + off, c->in.len - off, c->max_frame, &h, &flen);
+        if (rc == FERRY_EAGAIN)
+            break;
+        if (rc != 0) {
+            io_fail_locked(c, FERRY_EPROTO, "server %s sent %s (length %u, version %u)",
+                           c->info.address, frame_error_text(rc), h.length, h.version);
+            break;
+        }
+        rc = handle_frame_locked(c, &h, c->in.data + off + PROTO_HEADER_SIZE,
+                                 flen - PROTO_HEADER_SIZE);
+        if (rc < 0)
+            break;
+        off += flen;
+        if (rc == HANDLE_REDIRECT) {
+            result = HANDLE_REDIRECT;
+            break;
+        }
+    }
+    if (c->async_inflight < inflight_before && c->async_waiters)
+        pthread_cond_broadcast(&c->async_cond);
+    run_dispatch_locked(c);
+    buf_consume(&c->in, off);
+    return result;
+}
+
+/* Connect to c->redirect_to and re-send every pending request (locked). */
+static void redirect_locked(ferry_client_t *c)
+{
+    char target[CONN_ADDR_MAX];
+    char from[CONN_ADDR_MAX];
+    snprintf(target, sizeof target, "%s", c->redirect_to);
+    snprintf(from, sizeof from, "%s", c->info.address);
+    c->state = CLIENT_REDIRECTING;
+    int old = c->fd;
+    c->fd = -1;
+    c->in.len = 0;
+    struct conn_params p = {.client_name = c->client_name,
+                            .timeout_ms = c->connect_timeout_ms,
+                            .max_frame = c->max_frame,
+                            .max_redirects = c->max_redirects};
+    pthread_mutex_unlock(&c->mu);
+    close(old);
+    struct conn info;
+    struct buf extra;
+    buf_init(&extra);
+    char msg[CONN_MSG_MAX];
+    int rc = conn_open(&p, target, &info, &extra, msg, sizeof msg);
+    pthread_mutex_lock(&c->mu);
+    if (c->state != CLIENT_REDIRECTING) { /* closing */
+        if (rc == 0)
+            close(info.fd);
+        buf_free(&extra);
+        return;
+    }
+    if (rc != 0) {
+        io_fail_locked(c, rc, "%s is not the leader; following it to %s: %s", from, target, msg);
+        buf_free(&extra);
+        return;
+    }
+    c->fd = info.fd;
+    c->info = info;
+    c->state = CLIENT_READY;
+    c->out.len = 0;
+    c->out_off = 0;
+    c->out_total = 0;
+    c->written_total = 0;
+    rc = buf_append(&c->in, extra.data, extra.len);
+    buf_free(&extra);
+    struct list *pos;
+    list_foreach(pos, &c->inflight)
+    {
+        struct req *r = list_entry(pos, struct req, link);
+        if (rc == 0)
+            rc = client_append_locked(c, r->frame.data, r->frame.len);
+        r->stream_end = c->out_total;
+    }
+    if (rc != 0) {
+        io_fail_locked(c, FERRY_ENOMEM, "out of memory re-sending requests to %s", target);
+        return;
+    }
+    client_flush_locked(c);
+}
+
+/* ---- the loop ---- */
+
+static void read_input_locked(ferry_client_t *c)
+{
+    if (c->in.cap - c->in.len < CLIENT_READ_CHUNK / 4 &&
+        buf_reserve(&c->in, CLIENT_READ_CHUNK) != 0) {
+        io_fail_locked(c, FERRY_ENOMEM, "out of memory reading from %s", c->info.address);
+        return;
+    }
+    int fd = c->fd;
+    pthread_mutex_unlock(&c->mu);
+    ssize_t n = recv(fd, c->in.data + c->in.len, c->in.cap - c->in.len, 0);
+    int err = errno;
+    pthread_mutex_lock(&c->mu);
+    if (c->state != CLIENT_READY)
+        return;
+    if (n > 0) {
+        c->in.len += (size_t)n;
+        if (process_input_locked(c) == HANDLE_REDIRECT)
+            redirect_locked(c);
+        return;
+    }
+    if (n < 0 && (err == EINTR || err == EAGAIN || err == EWOULDBLOCK))
+        return;
+    if (n < 0) {
+        io_fail_locked(c, FERRY_ECONN, "connection to %s failed: %s", c->info.address,
+                       strerror(err));
+        return;
+    }
+    if (c->in.len > 0)
+        io_fail_locked(c, FERRY_ECONN,
+                       "connection to %s closed by the server in the middle of a frame "
+                       "(%zu bytes received)",
+                       c->info.address, c->in.len);
+    else
+        io_fail_locked(c, FERRY_ECONN, "connection to %s closed by the server%s%s", c->info.address,
+                       c->notice[0] ? ": " : "", c->notice);
+}
+
+/* Fail asynchronous requests whose deadline passed; returns the poll timeout. */
+static int expire_locked(ferry_client_t *c)
+{
+    uint64_t now = clock_mono_ns();
+    uint32_t before = c->async_inflight;
+    while (!list_empty(&c->async_q)) {
+        struct req *r = list_entry(c->async_q.next, struct req, alink);
+        if (r->deadline_ns > now) {
+            uint64_t ms = (r->deadline_ns - now + 999999) / 1000000;
+            if (c->async_inflight < before && c->async_waiters)
+                pthread_cond_broadcast(&c->async_cond);
+            return ms > 60000 ? 60000 : (int)ms;
+        }
+        char msg[CLIENT_MSG_MAX];
+        snprintf(msg, sizeof msg, "no reply to %s from %s within %u ms", proto_op_name(r->op),
+                 c->info.address, c->request_timeout_ms);
+        client_forget_locked(c, r);
+        complete_async_locked(c, r, FERRY_ETIMEDOUT, msg, NULL, 0);
+    }
+    if (c->async_inflight < before && c->async_waiters)
+        pthread_cond_broadcast(&c->async_cond);
+    return -1;
+}
+
+void *io_main(void *arg)
+{
+    ferry_client_t *c = arg;
+    pthread_mutex_lock(&c->mu);
+    while (c->state == CLIENT_READY) {
+        client_flush_locked(c);
+        int pending_out = c->out_off < c->out.len;
+        if (!pending_out && c->flush_waiters)
+            pthread_cond_broadcast(&c->async_cond);
+        int timeout = expire_locked(c);
+        if (c->ndisp > 0) {
+            run_dispatch_locked(c);
+            continue;
+        }
+        if (c->state != CLIENT_READY)
+            break;
+        struct pollfd pfd[2] = {
+            {.fd = c->fd,
+             .events = (short)((c->queued_bytes < c->max_queued_bytes ? POLLIN : 0) |
+                               (pending_out ? POLLOUT : 0))},
+            {.fd = c->wake_fd, .events = POLLIN},
+        };
+        c->io_polling = 1;
+        pthread_mutex_unlock(&c->mu);
+        int n = poll(pfd, 2, timeout);
+        int err = errno;
+        pthread_mutex_lock(&c->mu);
+        c->io_polling = 0;
+        if (n < 0 && err != EINTR) {
+            io_fail_locked(c, FERRY_EINTERNAL, "poll failed: %s", strerror(err));
+            break;
+        }
+        if (n <= 0)
+            continue;
+        if (pfd[1].revents & POLLIN) {
+            uint64_t v;
+            ssize_t r = read(c->wake_fd, &v, sizeof v);
+            (void)r;
+            c->wake_pending = 0;
+        }
+        if (c->state == CLIENT_READY && (pfd[0].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)))
+            read_input_locked(c);
+    }
+    fail_all_locked(c);
+    run_dispatch_locked(c);
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
