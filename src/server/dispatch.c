@@ -684,9 +684,12 @@ int dispatch_frame(struct session *ss, const struct proto_header *h, const uint8
 static int client_deliver(void *ctx, int is_delivery, const struct broker_msg *m)
 {
     struct session *ss = ctx;
-    if (ss->closing || ss->closed ||
-        session_output_bytes(ss) > ss->srv->cfg->output_buffer_limit)
+    if (ss->closing || ss->closed)
         return FERRY_EBUSY;
+    if (session_output_bytes(ss) > ss->srv->cfg->output_buffer_limit) {
+        ss->deliver_blocked = 1;
+        return FERRY_EBUSY;
+    }
     int rc;
     if (is_delivery) {
         struct proto_delivery d = {.consumer_id = m->handle,
@@ -705,8 +708,10 @@ static int client_deliver(void *ctx, int is_delivery, const struct broker_msg *m
                                 .payload_len = m->payload_len};
         rc = proto_encode_event(&ss->obuf, &e);
     }
-    if (rc != 0)
+    if (rc != 0) {
+        ss->deliver_blocked = 1;
         return FERRY_EBUSY;
+    }
     ss->srv->frames_out++;
     session_mark_dirty(ss);
     return 0;

@@ -76,6 +76,7 @@ struct session {
     int hello_done;
     int writing;
     int read_paused;           /* output over the limit: not reading */
+    int deliver_blocked;       /* a delivery was refused (EBUSY): tell the broker when drained */
     int closing;               /* close once output is flushed */
     int closed;                /* uv_close called */
     char peer[64];

@@ -99,16 +99,21 @@ static void check_backpressure(struct session *ss)
 {
     size_t out = session_output_bytes(ss);
     uint64_t limit = ss->srv->cfg->output_buffer_limit;
+    if (ss->closing || ss->closed)
+        return;
     if (!ss->read_paused && out > limit) {
         ss->read_paused = 1;
-        if (!ss->closed)
-            uv_read_stop((uv_stream_t *)&ss->tcp);
-    } else if (ss->read_paused && out <= limit / 2 && !ss->closing && !ss->closed) {
-        ss->read_paused = 0;
-        uv_read_start((uv_stream_t *)&ss->tcp, on_alloc, on_read);
-        if (ss->bc)
+        uv_read_stop((uv_stream_t *)&ss->tcp);
+    } else if (out <= limit / 2) {
+        if (ss->read_paused) {
+            ss->read_paused = 0;
+            uv_read_start((uv_stream_t *)&ss->tcp, on_alloc, on_read);
+        }
+        if (ss->deliver_blocked && ss->bc) {
+            ss->deliver_blocked = 0;
             broker_client_writable(ss->bc);
-        ss->srv->pump_wanted = 1;
+            ss->srv->pump_wanted = 1;
+        }
     }
 }
 
