@@ -47,6 +47,11 @@
 #include <stdint.h>
 
 #define BROKER_NAME_MAX 255
+/* max_deliveries of a queue created without one. Apply never reads node-local
+ * configuration, so every replica resolves attributes identically: the
+ * serving node writes its configured defaults into CREATE and auto-creating
+ * PUBLISH/PUSH commands, and apply takes them from there. */
+#define BROKER_DEFAULT_MAX_DELIVERIES 10
 
 struct broker;
 struct broker_client;
@@ -54,12 +59,13 @@ struct broker_client;
 struct broker_config {
     const char *db_path;             /* the SQLite file, e.g. <data_directory>/ferry.db */
     int synchronous_full;            /* 1: fsync every commit (single node); 0: NORMAL (Raft log is durable) */
-    uint64_t max_message_size;       /* payloads larger are rejected by apply (ETOOBIG) */
+    uint64_t max_message_size;       /* transient publishes larger are rejected (ETOOBIG); persistent
+                                        ones are checked by the serving node before proposing */
     uint32_t default_prefetch;       /* consumer prefetch when the request says 0 */
     uint32_t default_window;         /* durable subscription window when the request says 0 (1000) */
-    uint32_t default_max_deliveries; /* queues created without max_deliveries */
-    uint64_t default_capacity;       /* resources created without capacity (0 = unlimited) */
-    uint64_t default_ttl_ms;         /* resources created without ttl (0 = none) */
+    uint32_t default_max_deliveries; /* unused by apply (see BROKER_DEFAULT_MAX_DELIVERIES) */
+    uint64_t default_capacity;       /* unused by apply: commands carry attributes */
+    uint64_t default_ttl_ms;         /* unused by apply: commands carry attributes */
     uint64_t history_retention_ms;   /* history records older than this are pruned by EXPIRE */
     uint64_t history_max_records;    /* and at most this many are kept */
     uint32_t pump_batch;             /* max messages moved by one broker_pump call (e.g. 1024) */
@@ -85,7 +91,8 @@ enum broker_cmd_type {
     BROKER_CMD_EXPIRE = 10,        /* ts_ms: drop expired messages everywhere, prune history */
 };
 
-#define BROKER_CMDF_AUTO_CREATE 0x01 /* PUBLISH/PUSH: create the resource with defaults if missing */
+#define BROKER_CMDF_AUTO_CREATE 0x01 /* PUBLISH/PUSH: create the resource if missing, with the
+                                        command's capacity, ttl_ms and max_deliveries */
 
 struct broker_cmd {
     uint8_t type;  /* enum broker_cmd_type */

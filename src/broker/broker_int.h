@@ -212,9 +212,11 @@ void broker_res_free(struct broker *b, struct res *r);
 void broker_durable_free(struct durable *d);
 /* (Re)build the whole index from the database, keeping live clients attached. */
 int broker_index_load(struct broker *b, struct ferry_err *err);
-/* Fill default attributes of an auto-created resource. */
+/* Fill the attributes of a resource being created: from cmd (capacity,
+ * ttl_ms, max_deliveries) when given, else unlimited, no TTL and
+ * BROKER_DEFAULT_MAX_DELIVERIES. Never from node-local configuration. */
 void broker_res_defaults(const struct broker *b, uint8_t kind, const char *name,
-                         struct store_resource *out);
+                         const struct broker_cmd *cmd, struct store_resource *out);
 /* "<name>.dlq", or "" when that would be longer than BROKER_NAME_MAX. */
 void broker_default_dlq(const char *name, char *out);
 const char *broker_kind_name(uint8_t kind);

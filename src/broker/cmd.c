@@ -8,8 +8,10 @@
  *   CREATE                   u8 kind, str name, u64 capacity, u64 ttl_ms,
  *                            u32 max_deliveries, str dlq (name2)
  *   DELETE                   str name
- *   PUBLISH, PUSH            str name, [16 producer_id, u64 producer_seq]
- *                            (only with flag 0x80), bytes payload
+ *   PUBLISH, PUSH            str name, [u64 capacity, u64 ttl_ms, u32 max_deliveries]
+ *                            (only with AUTO_CREATE: the attributes to create with),
+ *                            [16 producer_id, u64 producer_seq] (only with flag 0x80),
+ *                            bytes payload
  *   ACK, RETURN              str name, u64 id
  *   DURABLE_CREATE, _ACK     str name, str name2, u64 id
  *   DURABLE_DELETE           str name, str name2
@@ -53,7 +55,8 @@ static size_t body_size(const struct broker_cmd *c, int *bad)
     case BROKER_CMD_PUBLISH:
     case BROKER_CMD_PUSH:
         *bad = *bad || (c->payload == NULL && c->payload_len > 0);
-        return 1 + n1 + (has_producer(c) ? 24 : 0) + 4 + (size_t)c->payload_len;
+        return 1 + n1 + (c->flags & BROKER_CMDF_AUTO_CREATE ? 20 : 0) +
+               (has_producer(c) ? 24 : 0) + 4 + (size_t)c->payload_len;
     case BROKER_CMD_ACK:
     case BROKER_CMD_RETURN:
         return 1 + n1 + 8;
@@ -97,6 +100,12 @@ static uint8_t *put_body(uint8_t *p, const struct broker_cmd *c)
     case BROKER_CMD_PUBLISH:
     case BROKER_CMD_PUSH:
         p = put_str(p, c->name);
+        if (c->flags & BROKER_CMDF_AUTO_CREATE) {
+            p = put64(p, c->capacity);
+            p = put64(p, c->ttl_ms);
+            put_u32(p, c->max_deliveries);
+            p += 4;
+        }
         if (has_producer(c)) {
             memcpy(p, c->producer_id, 16);
             p = put64(p + 16, c->producer_seq);
@@ -217,6 +226,11 @@ static void get_body(struct rd *r, struct broker_cmd *c, uint8_t wire_flags)
     case BROKER_CMD_PUBLISH:
     case BROKER_CMD_PUSH:
         get_str(r, c->name);
+        if (c->flags & BROKER_CMDF_AUTO_CREATE) {
+            c->capacity = get64(r);
+            c->ttl_ms = get64(r);
+            c->max_deliveries = get32(r);
+        }
         if (wire_flags & BROKER_CMDF_WIRE_PRODUCER) {
             const uint8_t *id = take(r, 16);
             if (id)

@@ -52,15 +52,19 @@ void broker_default_dlq(const char *name, char *out)
 }
 
 void broker_res_defaults(const struct broker *b, uint8_t kind, const char *name,
-                         struct store_resource *out)
+                         const struct broker_cmd *cmd, struct store_resource *out)
 {
+    (void)b;
     memset(out, 0, sizeof *out);
     snprintf(out->name, sizeof out->name, "%s", name);
     out->kind = kind;
-    out->capacity = b->cfg.default_capacity;
-    out->ttl_ms = b->cfg.default_ttl_ms;
+    if (cmd) {
+        out->capacity = cmd->capacity;
+        out->ttl_ms = cmd->ttl_ms;
+    }
     if (kind == BROKER_QUEUE) {
-        out->max_deliveries = b->cfg.default_max_deliveries;
+        out->max_deliveries = cmd && cmd->max_deliveries ? cmd->max_deliveries
+                                                         : BROKER_DEFAULT_MAX_DELIVERIES;
         broker_default_dlq(name, out->dlq);
     }
 }

@@ -15,15 +15,6 @@
 #include <assert.h>
 #include <string.h>
 
-static int too_big(const struct broker *b, const struct broker_cmd *cmd, struct broker_result *r)
-{
-    if (b->cfg.max_message_size == 0 || cmd->payload_len <= b->cfg.max_message_size)
-        return 0;
-    broker_result_set(r, FERRY_ETOOBIG, "message of %u bytes exceeds max_message_size (%llu)",
-                      cmd->payload_len, (unsigned long long)b->cfg.max_message_size);
-    return 1;
-}
-
 /* Assign the next id and qts and store the message. */
 static int store_new(struct broker *b, struct res *res, const struct broker_cmd *cmd,
                      struct ferry_err *err)
@@ -71,8 +62,6 @@ static int make_room(struct broker *b, struct res *ch, uint64_t ts, struct ferry
 int broker_apply_publish(struct broker *b, const struct broker_cmd *cmd, struct broker_result *r,
                          struct ferry_err *err)
 {
-    if (too_big(b, cmd, r))
-        return 0;
     struct res *ch = NULL;
     int rc = broker_res_for_cmd(b, cmd, BROKER_CHANNEL, &ch, r, err);
     if (rc != 0 || ch == NULL)
@@ -93,8 +82,6 @@ int broker_apply_publish(struct broker *b, const struct broker_cmd *cmd, struct 
 int broker_apply_push(struct broker *b, const struct broker_cmd *cmd, struct broker_result *r,
                       struct ferry_err *err)
 {
-    if (too_big(b, cmd, r))
-        return 0;
     struct res *q = NULL;
     int rc = broker_res_for_cmd(b, cmd, BROKER_QUEUE, &q, r, err);
     if (rc != 0 || q == NULL)
@@ -163,7 +150,8 @@ static int dlq_for(struct broker *b, struct res *q, uint64_t ts, struct res **ou
     struct res *d = broker_res_find(b, q->dlq);
     if (d == NULL) {
         struct store_resource attrs;
-        broker_res_defaults(b, BROKER_QUEUE, q->dlq, &attrs);
+        broker_res_defaults(b, BROKER_QUEUE, q->dlq, NULL, &attrs);
+        attrs.max_deliveries = q->max_deliveries;
         attrs.dlq[0] = '\0'; /* a dead-letter queue keeps what it cannot deliver */
         attrs.created_ts = ts;
         int rc = broker_res_create(b, &attrs, &d, err);

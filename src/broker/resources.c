@@ -56,7 +56,7 @@ int broker_res_for_cmd(struct broker *b, const struct broker_cmd *cmd, uint8_t k
     if (*out != NULL || r->status != FERRY_ENOTFOUND || !(cmd->flags & BROKER_CMDF_AUTO_CREATE))
         return rc;
     struct store_resource attrs;
-    broker_res_defaults(b, kind, cmd->name, &attrs);
+    broker_res_defaults(b, kind, cmd->name, cmd, &attrs);
     attrs.created_ts = cmd->ts_ms;
     rc = broker_res_create(b, &attrs, out, err);
     if (rc == 0) {
@@ -78,7 +78,7 @@ static int create_attrs(const struct broker *b, const struct broker_cmd *cmd,
         broker_reject_name(r, broker_kind_name(cmd->kind), cmd->name);
         return -1;
     }
-    broker_res_defaults(b, cmd->kind, cmd->name, a);
+    broker_res_defaults(b, cmd->kind, cmd->name, cmd, a);
     a->created_ts = cmd->ts_ms;
     if (cmd->flags & BROKER_CMDF_AUTO_CREATE)
         return 0;

@@ -104,6 +104,7 @@ static void test_publish_without_producer_is_compact(void **state)
     struct broker_cmd in = full_cmd(BROKER_CMD_PUBLISH), out;
     memset(in.producer_id, 0, 16);
     in.producer_seq = 0;
+    in.flags = 0; /* no auto-create attributes either */
     struct buf b;
     buf_init(&b);
     assert_int_equal(broker_cmd_encode(&b, &in), 0);
@@ -112,6 +113,19 @@ static void test_publish_without_producer_is_compact(void **state)
     size_t used;
     assert_int_equal(broker_cmd_decode(b.data, b.len, &out, &used), 0);
     assert_cmd_equal(&in, &out);
+    buf_free(&b);
+    /* With AUTO_CREATE the attributes to create with travel along (20 bytes). */
+    in.flags = BROKER_CMDF_AUTO_CREATE;
+    in.capacity = 77;
+    in.ttl_ms = 5000;
+    in.max_deliveries = 3;
+    buf_init(&b);
+    assert_int_equal(broker_cmd_encode(&b, &in), 0);
+    assert_int_equal(b.len, 14 + 5 + 20 + 4 + 12);
+    assert_int_equal(broker_cmd_decode(b.data, b.len, &out, &used), 0);
+    assert_int_equal(out.capacity, 77);
+    assert_int_equal(out.ttl_ms, 5000);
+    assert_int_equal(out.max_deliveries, 3);
     buf_free(&b);
 }
 
