@@ -396,8 +396,8 @@ static int on_unsubscribe_or_cancel(struct session *ss, const struct proto_heade
         struct buf returns;
         buf_init(&returns);
         rc = broker_cancel(ss->bc, id, clock_wall_ms(), &returns, &err);
-        if (rc == 0 && returns.len > 0)
-            rc = cluster_propose_encoded(&ss->srv->cluster, returns.data, returns.len, &err);
+        if (rc == 0)
+            server_return_items(ss->srv, returns.data, returns.len);
         buf_free(&returns);
         ss->srv->pump_wanted = 1;
     }
@@ -433,11 +433,20 @@ static int on_settle(struct session *ss, const struct proto_header *h, const uin
     }
     ss->srv->pump_wanted = 1;
     struct pending *p = pending_new(ss, h, offsetof(struct pending, u));
-    if (p == NULL) {
-        session_error(ss, h->request_id, FERRY_ENOMEM, "server out of memory");
-        return 0;
+    if (p == NULL || propose(ss, h, &cmd, p, done_ok) != 0) {
+        if (p == NULL)
+            session_error(ss, h->request_id, FERRY_ENOMEM, "server out of memory");
+        if (h->op != PROTO_SUB_ACK) {
+            /* The lease was released for this ack; return the item so it is
+             * delivered again rather than stranded. */
+            struct buf ret;
+            buf_init(&ret);
+            cmd.type = BROKER_CMD_RETURN;
+            if (broker_cmd_encode(&ret, &cmd) == 0)
+                server_return_items(ss->srv, ret.data, ret.len);
+            buf_free(&ret);
+        }
     }
-    propose(ss, h, &cmd, p, done_ok);
     return 0;
 }
 

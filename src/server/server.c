@@ -75,6 +75,33 @@ static void expire_done(void *ctx, const struct broker_result *res)
     srv->pump_wanted = 1;
 }
 
+void server_return_items(struct server *srv, const uint8_t *cmds, size_t len)
+{
+    if (len == 0)
+        return;
+    struct ferry_err err;
+    ferry_err_clear(&err);
+    if (srv->deferred.len == 0 && cluster_propose_encoded(&srv->cluster, cmds, len, &err) == 0)
+        return;
+    if (buf_append(&srv->deferred, cmds, len) != 0)
+        log_error("server", "out of memory keeping unacked items to return; they become "
+                  "available again after a restart");
+}
+
+static void propose_deferred(struct server *srv)
+{
+    if (srv->deferred.len == 0)
+        return;
+    struct ferry_err err;
+    ferry_err_clear(&err);
+    if (cluster_propose_encoded(&srv->cluster, srv->deferred.data, srv->deferred.len, &err) == 0) {
+        log_info("server", "returned %zu bytes of deferred unacked items to their queues",
+                 srv->deferred.len);
+        buf_reset(&srv->deferred);
+        work_done(srv, 1);
+    }
+}
+
 static void housekeeping_cb(uv_timer_t *t)
 {
     struct server *srv = t->data;
@@ -82,6 +109,7 @@ static void housekeeping_cb(uv_timer_t *t)
         cluster_probe(&srv->cluster);
         return;
     }
+    propose_deferred(srv);
     uint64_t now = clock_wall_ms();
     if (!srv->expire_proposed && broker_expire_due(srv->broker, now)) {
         struct broker_cmd cmd;
@@ -135,6 +163,7 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg,
     srv->max_frame = (uint32_t)(cfg->max_message_size + PROTO_FRAME_OVERHEAD);
     list_init(&srv->sessions);
     list_init(&srv->dirty);
+    buf_init(&srv->deferred);
     snprintf(srv->client_address, sizeof srv->client_address, "%.240s:%u", cfg->client_endpoint.host,
              cfg->client_endpoint.port);
     int rc = cluster_init(&srv->cluster, broker, cfg->cluster_node_id ? cfg->cluster_node_id : 1,
@@ -222,5 +251,6 @@ void server_stop(struct server *srv)
 
 void server_destroy(struct server *srv)
 {
+    buf_free(&srv->deferred);
     cluster_destroy(&srv->cluster);
 }

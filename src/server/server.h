@@ -42,6 +42,7 @@ struct server {
     uint64_t next_session_id;
     uint64_t started_ms;
     uint32_t max_frame;
+    struct buf deferred;      /* RETURN commands that could not be proposed yet */
     int pump_wanted;
     int expire_proposed;      /* an EXPIRE is in flight */
     int stopping;
@@ -94,6 +95,10 @@ size_t session_output_bytes(const struct session *ss);
 /* Queue an ERROR reply (connection stays open). */
 void session_error(struct session *ss, uint32_t req, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* Propose encoded RETURN commands now, or keep them until writes are
+ * accepted again, so leased items are never stranded. */
+void server_return_items(struct server *srv, const uint8_t *cmds, size_t len);
 
 /* dispatch.c */
 /* Handle one whole frame; returns 0, or -1 if the session was failed (stop parsing). */

@@ -141,13 +141,7 @@ void session_close(struct session *ss)
         buf_init(&returns);
         broker_client_close(ss->bc, clock_wall_ms(), &returns);
         ss->bc = NULL;
-        if (returns.len > 0) {
-            struct ferry_err err;
-            if (cluster_propose_encoded(&srv->cluster, returns.data, returns.len, &err) != 0)
-                log_warn("server", "session %llu: cannot return unacked items now (%s); they "
-                         "become available again after a restart",
-                         (unsigned long long)ss->id, err.msg);
-        }
+        server_return_items(srv, returns.data, returns.len);
         buf_free(&returns);
         srv->pump_wanted = 1;
     }

@@ -57,7 +57,7 @@ static const struct migration migrations[] = {
         "  deliveries INTEGER NOT NULL,"
         "  payload BLOB NOT NULL,"
         "  PRIMARY KEY (rid, id)"
-        ") WITHOUT ROWID;"
+        ");"
         "CREATE TABLE durables ("
         "  rid INTEGER NOT NULL,"
         "  name TEXT NOT NULL,"

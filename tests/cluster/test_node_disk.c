@@ -76,6 +76,28 @@ static void test_full_disk_refuses_then_recovers(void **state)
     assert_int_equal(system(cmd), 0);
     assert_int_equal(node_start(&node, NULL), 0);
 
+    /* A consumer leases three queue items and holds them across the failure. */
+    struct run_result r;
+    const char *push[] = {"push", "work", "w1", "w2", "w3", NULL};
+    run_ferry(node.port, NULL, &r, push);
+    assert_int_equal(r.status, 0);
+    run_result_free(&r);
+    int consumer = conn_open(node.port);
+    assert_int_equal(conn_hello(consumer), 0);
+    struct buf b;
+    buf_init(&b);
+    struct proto_consume c = {.prefetch = 10};
+    snprintf(c.queue, sizeof c.queue, "work");
+    proto_encode_consume(&b, 2, &c);
+    assert_int_equal(conn_send(consumer, &b), 0);
+    struct proto_header h;
+    int deliveries = 0;
+    while (deliveries < 3) {
+        assert_int_equal(conn_read_frame(consumer, &b, &h, 5000), 0);
+        deliveries += h.op == PROTO_DELIVERY;
+    }
+    buf_free(&b);
+
     /* Publish 8 KiB messages until the disk is full. */
     char input[300], acked[300];
     snprintf(input, sizeof input, "%s/input.txt", node.dir);
@@ -99,8 +121,11 @@ static void test_full_disk_refuses_then_recovers(void **state)
     assert_true(nacked > 0 && nacked < 2000);
     assert_true(node_log_contains(&node, "storage failure"));
 
+    /* The consumer goes away while writes are refused: its items cannot be
+     * returned through a command yet, and must not be stranded. */
+    close(consumer);
+
     /* The server is up and says it refuses writes. */
-    struct run_result r;
     const char *status[] = {"status", NULL};
     run_ferry(node.port, NULL, &r, status);
     assert_int_equal(r.status, 0);
@@ -122,6 +147,13 @@ static void test_full_disk_refuses_then_recovers(void **state)
         run_result_free(&r);
     }
     assert_true(ok);
+
+    /* The items the consumer held are delivered again, counted as redeliveries. */
+    const char *consume[] = {"consume", "work", "--count", "3", "--timeout", "10", NULL};
+    run_ferry(node.port, NULL, &r, consume);
+    assert_int_equal(r.status, 0);
+    assert_string_equal(r.out, "w1\nw2\nw3\n");
+    run_result_free(&r);
 
     /* After a restart every acknowledged message is present. */
     node_stop(&node);
