@@ -81,8 +81,10 @@ void server_return_items(struct server *srv, const uint8_t *cmds, size_t len)
         return;
     struct ferry_err err;
     ferry_err_clear(&err);
-    if (srv->deferred.len == 0 && cluster_propose_encoded(&srv->cluster, cmds, len, &err) == 0)
+    if (srv->deferred.len == 0 && cluster_propose_encoded(&srv->cluster, cmds, len, &err) == 0) {
+        srv->pump_wanted = 1;
         return;
+    }
     if (buf_append(&srv->deferred, cmds, len) != 0)
         log_error("server", "out of memory keeping unacked items to return; they become "
                   "available again after a restart");
@@ -98,6 +100,7 @@ static void propose_deferred(struct server *srv)
         log_info("server", "returned %zu bytes of deferred unacked items to their queues",
                  srv->deferred.len);
         buf_reset(&srv->deferred);
+        srv->pump_wanted = 1; /* the returned items are ready once this entry applies */
         work_done(srv, 1);
     }
 }
