@@ -62,11 +62,11 @@ label="peer=ferry-$ver-r1 durability=local-fsync"
 measure() { # measure ARGS... : RUNS runs, one aggregated line
     : >"$raw"
     for i in $(seq 1 "$RUNS"); do
-        line=$(ferry bench "$@")
-        echo "$label $line run=$i load1=$(cut -d' ' -f1 /proc/loadavg)" >>"$raw"
+        line=$(ferry bench "$@" 2>>"$work/bench.stderr")
+        echo "$label $line run=$i load1=$(cut -d' ' -f1 /proc/loadavg) date=$(date -u +%Y-%m-%dT%H:%MZ)" >>"$raw"
     done
     if [ -f "$PEERS_DIR/lib/aggregate.awk" ]; then
-        awk -f "$PEERS_DIR/lib/aggregate.awk" "$raw" | sed "s/\$/ runs=$RUNS/" | sed 's/ runs=[0-9]* runs=/ runs=/' >>"$out"
+        awk -f "$PEERS_DIR/lib/aggregate.awk" "$raw" >>"$out"
     else
         cat "$raw" >>"$out"
     fi
