@@ -923,7 +923,9 @@ static void liveness(struct sim *s)
     sim_trace(s, "faults stop");
     uint64_t t0 = s->now, t_elect = 0, t_commit = 0;
     uint64_t marker = 0, marker_term = 0;
-    while (s->violation[0] == 0 && !stopped(s)) {
+    /* The checks run after every step, including the last one a replay runs
+     * (stop_at_step), so a replay reproduces a liveness violation found there. */
+    while (s->violation[0] == 0) {
         if (s->now > t0 + LIVENESS_BOUND_MS) {
             struct snode *l = current_leader(s);
             sim_fail(s,
@@ -962,6 +964,8 @@ static void liveness(struct sim *s)
             if (settled)
                 break;
         }
+        if (stopped(s))
+            break;
         one_step(s);
     }
     if (s->violation[0] || s->stats == NULL || stopped(s))
@@ -994,7 +998,7 @@ int sim_run(struct sim *s, uint64_t seed, int layout, long steps, struct sim_sta
     while (s->violation[0] == 0 && s->first_leader_ms == 0 && s->now < LIVENESS_BOUND_MS &&
            !stopped(s))
         one_step(s);
-    if (s->first_leader_ms == 0 && s->violation[0] == 0 && !stopped(s))
+    if (s->first_leader_ms == 0 && s->violation[0] == 0 && s->now >= LIVENESS_BOUND_MS)
         sim_fail(s, "liveness: no leader elected at cold start");
     if (stats && s->first_leader_ms) {
         stats->first_elect_n++;
@@ -1011,9 +1015,12 @@ int sim_run(struct sim *s, uint64_t seed, int layout, long steps, struct sim_sta
             break;
         one_step(s);
     }
-    if (s->violation[0] == 0 && !stopped(s))
+    /* A replay stopped inside the fault phase ends here; one stopped at its
+     * last step still runs the liveness checks that follow that step. */
+    bool faults_done = s->violation[0] == 0 && s->step >= steps;
+    if (faults_done)
         liveness(s);
-    if (s->violation[0] == 0 && !stopped(s))
+    if (faults_done && s->violation[0] == 0 && !stopped(s))
         check_logs(s);
     if (stats) {
         stats->seeds++;

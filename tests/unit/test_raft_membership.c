@@ -184,6 +184,42 @@ static void test_witness_never_serves(void **state)
     h_free(&h);
 }
 
+/* A voter whose promotion has not reached it (it still sees itself as a
+ * learner) does not campaign, but it votes, and its target priority decays
+ * like everyone's while no leader is heard from. Here the only high-priority
+ * node, the leader, dies right after promoting node 4 while cut off from it:
+ * 1 and 2 (priority 1) need node 4's vote for a quorum of the four voters, and
+ * node 4 must not keep refusing them at the dead leader's priority. */
+static void test_stale_learner_target_decays(void **state)
+{
+    (void)state;
+    int prio[3] = {1, 1, 3};
+    struct hcluster h;
+    h_init(&h, 3, prio, NULL);
+    h_run(&h, 1000);
+    assert_int_equal(h_leader(&h), 3);
+    struct raft_config c = *raft_config(h.n[3].r);
+    c.nodes[c.n++] = (struct raft_node){4, RAFT_LEARNER, 1};
+    h_spawn(&h, 4, &c);
+    assert_int_equal(request(&h, 3, RAFT_EV_ADD_LEARNER, 4, 1), 0);
+    h_run(&h, 200);
+    assert_int_equal(raft_last_index(h.n[4].r), raft_last_index(h.n[3].r));
+    /* The promotion commits on 1, 2 and 3 but never reaches 4. */
+    h.cut[3][4] = h.cut[4][3] = 1;
+    assert_int_equal(request(&h, 3, RAFT_EV_PROMOTE, 4, 0), 0);
+    h_run(&h, 50);
+    assert_int_equal(raft_commit_index(h.n[3].r), raft_last_index(h.n[3].r));
+    assert_int_equal(raft_config_find(raft_config(h.n[1].r), 4)->role, RAFT_VOTER);
+    assert_int_equal(raft_config_find(raft_config(h.n[4].r), 4)->role, RAFT_LEARNER);
+    h.n[3].down = 1;
+    h_run(&h, 3000);
+    int l = h_leader(&h);
+    assert_true(l == 1 || l == 2);
+    assert_int_equal(raft_config_find(raft_config(h.n[4].r), 4)->role, RAFT_VOTER);
+    assert_int_equal(raft_leader(h.n[4].r), (uint64_t)l);
+    h_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -193,6 +229,7 @@ int main(void)
         cmocka_unit_test(test_transfer_times_out),
         cmocka_unit_test(test_witness_hand_over),
         cmocka_unit_test(test_witness_never_serves),
+        cmocka_unit_test(test_stale_learner_target_decays),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

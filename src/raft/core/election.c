@@ -140,13 +140,18 @@ void campaign(struct raft *r, bool pre, bool transfer)
     }
 }
 
-/* The election timer fired: the node heard from no leader for a whole timeout. */
+/* The election timer fired: the node heard from no leader for a whole timeout.
+ *
+ * The target decays on every node, including one that is not a voter in its
+ * own configuration: such a node still votes (its configuration may be stale
+ * - a learner whose promotion has not reached it yet, or a leader that
+ * appended its own removal which never committed), and were its target stuck
+ * at the highest priority it would refuse every lower-priority candidate
+ * forever, which can leave no candidate able to gather a quorum. */
 void election_timeout(struct raft *r)
 {
     election_reset_timer(r);
-    if (!self_is_voter(r))
-        return;
-    bool eligible = (uint32_t)raft_priority(r) >= r->target_priority;
+    bool eligible = self_is_voter(r) && (uint32_t)raft_priority(r) >= r->target_priority;
     priority_decay(r);
     if (eligible)
         campaign(r, true, false);
