@@ -1,0 +1,296 @@
+/* conn.c - one TCP connection of the transport: byte stream, framing, close.
+ *
+ * The byte stream passes through exactly two functions: conn_write() hands
+ * c->wbuf to the socket and conn_on_bytes() receives what the socket read.
+ * A TLS layer wraps these two with memory BIOs and nothing else changes.
+ *
+ * Reads land in the transport's scratch buffer and are appended to c->rbuf;
+ * each frame's length is checked as soon as its four length bytes arrive, so
+ * rbuf never grows past the frame limit of the connection's state. Frames are
+ * handled in order; a callback may close the connection or the whole
+ * transport, so the loop re-checks the state after each frame.
+ */
+#include "raft/transport/transport_int.h"
+
+#include "util/alloc.h"
+#include "util/log.h"
+
+#include <assert.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#define READ_CHUNK (64 * 1024)
+
+static void on_closed(uv_handle_t *h);
+
+void frame_put_header(struct buf *b, uint8_t kind, uint32_t payload_len)
+{
+    assert(b->cap - b->len >= RTRANSPORT_FRAME_HEADER);
+    put_u32(b->data + b->len, payload_len + 1);
+    b->data[b->len + 4] = kind;
+    b->len += RTRANSPORT_FRAME_HEADER;
+}
+
+struct conn *conn_new(struct rtransport *t, int outbound)
+{
+    struct conn *c = ferry_calloc(1, sizeof *c);
+    if (c == NULL)
+        return NULL;
+    c->t = t;
+    c->outbound = outbound;
+    c->state = outbound ? CONN_CONNECTING : CONN_HANDSHAKE;
+    buf_init(&c->rbuf);
+    buf_init(&c->wbuf);
+    buf_init(&c->refuse);
+    int rc = uv_tcp_init(t->loop, &c->tcp);
+    assert(rc == 0);
+    (void)rc;
+    c->tcp.data = c;
+    c->creq.data = c;
+    c->wreq.data = c;
+    t->handles++;
+    list_insert_tail(&t->conns, &c->link);
+    snprintf(c->name, sizeof c->name, "?");
+    return c;
+}
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
+{
+    struct conn *c = h->data;
+    (void)suggested;
+    out->base = (char *)c->t->scratch;
+    out->len = READ_CHUNK;
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
+{
+    struct conn *c = s->data;
+    if (nread < 0) {
+        if (nread != UV_EOF)
+            log_debug(LOG_MOD, "%s: read failed: %s", c->name, uv_strerror((int)nread));
+        else
+            log_debug(LOG_MOD, "%s: closed by the other end", c->name);
+        conn_close(c);
+        return;
+    }
+    if (nread > 0)
+        conn_on_bytes(c, (const uint8_t *)b->base, (size_t)nread);
+}
+
+void conn_start_reading(struct conn *c)
+{
+    if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
+        conn_close(c);
+}
+
+static void on_write(uv_write_t *req, int status)
+{
+    struct conn *c = req->data;
+    struct rtransport_peer *p = c->outbound ? c->peer : NULL;
+    c->writing = 0;
+    c->wbuf.len = 0;
+    if (c->wbuf.cap > 4 * 1024 * 1024)
+        buf_free(&c->wbuf); /* don't keep a burst's worth of memory */
+    if (status < 0) {
+        if (p != NULL)
+            p->stats.lost += c->wmsgs;
+        c->wmsgs = 0;
+        c->wpayload = 0;
+        if (status != UV_ECANCELED)
+            log_debug(LOG_MOD, "%s: write failed: %s", c->name, uv_strerror(status));
+        conn_close(c);
+        return;
+    }
+    if (p != NULL) {
+        p->stats.msgs_sent += c->wmsgs;
+        p->stats.bytes_sent += c->wpayload;
+    }
+    c->wmsgs = 0;
+    c->wpayload = 0;
+    if (c->state == CONN_REFUSING && c->refuse.len > 0) {
+        struct buf tmp = c->wbuf;
+        c->wbuf = c->refuse;
+        c->refuse = tmp;
+        conn_write(c);
+    } else if (c->state == CONN_REFUSING) {
+        conn_close(c);
+    } else if (c->state == CONN_READY && p != NULL)
+        peer_flush(p);
+}
+
+int conn_write(struct conn *c)
+{
+    assert(!c->writing);
+    assert(c->wbuf.len > 0);
+    uv_buf_t b = uv_buf_init((char *)c->wbuf.data, (unsigned)c->wbuf.len);
+    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (rc != 0) {
+        log_debug(LOG_MOD, "%s: write failed: %s", c->name, uv_strerror(rc));
+        if (c->outbound && c->peer != NULL)
+            c->peer->stats.lost += c->wmsgs;
+        c->wmsgs = 0;
+        c->wbuf.len = 0;
+        conn_close(c);
+        return FERRY_ECONN;
+    }
+    c->writing = 1;
+    return 0;
+}
+
+void conn_close(struct conn *c)
+{
+    if (c->state == CONN_CLOSED)
+        return;
+    struct rtransport_peer *p = c->peer;
+    c->state = CONN_CLOSED;
+    if (c->outbound) {
+        assert(p != NULL);
+        c->was_up = p->up;
+        p->up = 0;
+        p->stats.connected = 0;
+        if (p->out == c)
+            p->out = NULL;
+        /* The redial is scheduled once the handle is closed. */
+        uv_timer_stop(&p->timer);
+    } else if (p != NULL && p->in == c) {
+        p->in = NULL;
+        p->stats.inbound = 0;
+    }
+    uv_close((uv_handle_t *)&c->tcp, on_closed);
+}
+
+static void on_closed(uv_handle_t *h)
+{
+    struct conn *c = h->data;
+    struct rtransport *t = c->t;
+    struct rtransport_peer *p = c->outbound ? c->peer : NULL;
+    int down = c->was_up;
+    list_remove(&c->link);
+    buf_free(&c->rbuf);
+    buf_free(&c->wbuf);
+    buf_free(&c->refuse);
+    ferry_free(c);
+    t->handles--;
+    if (!t->closing && p != NULL) {
+        peer_schedule_redial(p);
+        if (down && t->cb.on_peer_down != NULL)
+            t->cb.on_peer_down(t, p->id);
+    }
+    transport_handle_closed(t);
+}
+
+void conn_reject(struct conn *c, int reason, const char *fmt, ...)
+{
+    struct rtransport *t = c->t;
+    char why[REASON_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    assert(!c->outbound);
+    assert(reason >= 0 && reason < RTRANSPORT_REJECT_COUNT);
+    t->stats.rejected[reason]++;
+    snprintf(t->stats.last_reject, sizeof t->stats.last_reject, "%s", why);
+    log_warn(LOG_MOD, "closing connection from %s (%s): %s", c->name,
+             rtransport_reject_name(reason), why);
+    uv_read_stop((uv_stream_t *)&c->tcp);
+    /* If the ACCEPT is still in flight the reason follows it (on_write). */
+    struct buf *out = c->writing ? &c->refuse : &c->wbuf;
+    size_t n = strlen(why);
+    out->len = 0;
+    if (buf_reserve(out, RTRANSPORT_FRAME_HEADER + n) != 0) {
+        conn_close(c);
+        return;
+    }
+    frame_put_header(out, FRAME_REFUSE, (uint32_t)n);
+    buf_append(out, why, n);
+    c->state = CONN_REFUSING;
+    if (!c->writing)
+        conn_write(c);
+}
+
+/* The largest frame (length field included) acceptable in c's state. */
+static size_t frame_limit(const struct conn *c)
+{
+    if (c->state == CONN_READY && !c->outbound)
+        return c->t->frame_bytes_max;
+    return HANDSHAKE_FRAME_MAX;
+}
+
+static void frame_too_big(struct conn *c, size_t frame)
+{
+    if (c->outbound) {
+        log_warn(LOG_MOD, "%s: answered with a frame of %zu bytes, closing", c->name, frame);
+        conn_close(c);
+    } else if (c->state == CONN_READY) {
+        conn_reject(c, RTRANSPORT_REJECT_OVERSIZED, "frame of %zu bytes exceeds frame_bytes_max %u",
+                    frame, c->t->frame_bytes_max);
+    } else {
+        conn_reject(c, RTRANSPORT_REJECT_MALFORMED, "not a Ferry Raft handshake");
+    }
+}
+
+static void handle_frame(struct conn *c, uint8_t kind, const uint8_t *p, size_t n)
+{
+    struct rtransport *t = c->t;
+    if (c->outbound) {
+        handshake_on_reply(c, kind, p, n);
+        return;
+    }
+    if (c->state == CONN_HANDSHAKE) {
+        handshake_on_hello(c, kind, p, n);
+        return;
+    }
+    if (kind != FRAME_MSG) {
+        conn_reject(c, RTRANSPORT_REJECT_MALFORMED, "unexpected frame kind %u", kind);
+        return;
+    }
+    struct rtransport_peer *peer = c->peer;
+    peer->stats.msgs_recv++;
+    peer->stats.bytes_recv += n;
+    if (t->cb.on_message != NULL)
+        t->cb.on_message(t, peer->id, p, n);
+}
+
+void conn_on_bytes(struct conn *c, const uint8_t *bytes, size_t n)
+{
+    struct rtransport *t = c->t;
+    if (buf_append(&c->rbuf, bytes, n) != 0) {
+        log_error(LOG_MOD, "%s: out of memory reading, closing", c->name);
+        conn_close(c);
+        return;
+    }
+    size_t off = 0;
+    while (c->state == CONN_HANDSHAKE || c->state == CONN_READY) {
+        size_t avail = c->rbuf.len - off;
+        if (avail < 4)
+            break;
+        size_t len = get_u32(c->rbuf.data + off);
+        if (len + 4 > frame_limit(c)) {
+            frame_too_big(c, len + 4);
+            break;
+        }
+        if (len == 0) {
+            if (c->outbound) {
+                log_warn(LOG_MOD, "%s: answered with an empty frame, closing", c->name);
+                conn_close(c);
+            } else {
+                conn_reject(c, RTRANSPORT_REJECT_MALFORMED, "empty frame");
+            }
+            break;
+        }
+        if (avail < 4 + len)
+            break;
+        const uint8_t *f = c->rbuf.data + off;
+        off += 4 + len;
+        handle_frame(c, f[4], f + RTRANSPORT_FRAME_HEADER, len - 1);
+        if (t->closing)
+            break;
+    }
+    if (c->state == CONN_CLOSED)
+        return;
+    buf_consume(&c->rbuf, off);
+    if (c->rbuf.len == 0 && c->rbuf.cap > 4 * READ_CHUNK)
+        buf_free(&c->rbuf);
+}
