@@ -742,7 +742,9 @@ static struct image *find_image(struct fio *f, const char *path, int create)
         return NULL;
     for (int i = 0; i < 64; i++)
         if (!f->img[i].path[0]) {
-            snprintf(f->img[i].path, sizeof f->img[i].path, "%s", path);
+            size_t n = strnlen(path, sizeof f->img[i].path - 1);
+            memmove(f->img[i].path, path, n); /* path may alias another image's name */
+            f->img[i].path[n] = '\0';
             return &f->img[i];
         }
     fail_msg("too many files");

@@ -262,7 +262,7 @@ static void on_connection(uv_stream_t *server, int status)
             port = ntohs(((struct sockaddr_in6 *)&sa)->sin6_port);
         }
     }
-    snprintf(c->name, sizeof c->name, "%s:%u", host, port);
+    snprintf(c->name, sizeof c->name, "%.46s:%u", host, port); /* INET6_ADDRSTRLEN */
     conn_start_reading(c);
 }
 
