@@ -220,6 +220,38 @@ static void test_stale_learner_target_decays(void **state)
     h_free(&h);
 }
 
+/* A leader appends its own removal, is cut off before replicating it and steps
+ * down (check-quorum). Its log is now the only up-to-date one, so it refuses
+ * every other candidate, and with one of the four voters down nobody else can
+ * reach a quorum of the old configuration. It must campaign itself - in its
+ * latest configuration, not counting itself - commit its removal and step
+ * down, after which the rest elect a leader among themselves. */
+static void test_pending_removal_campaigns(void **state)
+{
+    (void)state;
+    struct hcluster h;
+    h_init(&h, 4, NULL, NULL);
+    h_run(&h, 1000);
+    int l = h_leader(&h);
+    assert_true(l > 0);
+    int d = l == 1 ? 2 : 1; /* a follower that goes down for good */
+    h.n[d].down = 1;
+    h_isolate(&h, l, 1);
+    assert_int_equal(request(&h, l, RAFT_EV_REMOVE, (uint64_t)l, 0), 0);
+    uint64_t removal = raft_config_index(h.n[l].r);
+    h_run(&h, 500);
+    assert_int_not_equal(raft_role(h.n[l].r), RAFT_LEADER);
+    assert_true(raft_commit_index(h.n[l].r) < removal);
+    h_isolate(&h, l, 0);
+    h_run(&h, 5000);
+    int l2 = h_leader(&h);
+    assert_true(l2 > 0 && l2 != l && l2 != d);
+    assert_int_equal(raft_config_voters(raft_config(h.n[l2].r)), 3);
+    assert_null(raft_config_find(raft_config(h.n[l2].r), (uint64_t)l));
+    assert_true(raft_commit_index(h.n[l2].r) >= removal);
+    h_free(&h);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -230,6 +262,7 @@ int main(void)
         cmocka_unit_test(test_witness_hand_over),
         cmocka_unit_test(test_witness_never_serves),
         cmocka_unit_test(test_stale_learner_target_decays),
+        cmocka_unit_test(test_pending_removal_campaigns),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

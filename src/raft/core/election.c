@@ -140,6 +140,27 @@ void campaign(struct raft *r, bool pre, bool transfer)
     }
 }
 
+/* The priority a node campaigns with, or -1 if it may not campaign: a voter
+ * of its latest configuration, or a node whose latest configuration removes it
+ * but is not committed yet (as far as it knows) while the one before made it a
+ * voter. That node may hold the only log the others would vote for - a leader
+ * that appended its own removal and lost leadership before committing it - so
+ * were it barred, no one could be elected. It counts votes in its latest
+ * configuration, not itself (as a leader removing itself does), and once
+ * elected commits the removal and steps down (maybe_commit). */
+static int campaign_priority(const struct raft *r)
+{
+    if (self_is_voter(r))
+        return raft_priority(r);
+    if (r->config_index > r->commit) {
+        struct raft_config prev;
+        config_at(r, r->config_index - 1, &prev);
+        if (cfg_is_voter(&prev, r->o.id))
+            return cfg_priority(&prev, r->o.id);
+    }
+    return -1;
+}
+
 /* The election timer fired: the node heard from no leader for a whole timeout.
  *
  * The target decays on every node, including one that is not a voter in its
@@ -151,7 +172,8 @@ void campaign(struct raft *r, bool pre, bool transfer)
 void election_timeout(struct raft *r)
 {
     election_reset_timer(r);
-    bool eligible = self_is_voter(r) && (uint32_t)raft_priority(r) >= r->target_priority;
+    int prio = campaign_priority(r);
+    bool eligible = prio >= 0 && (uint32_t)prio >= r->target_priority;
     priority_decay(r);
     if (eligible)
         campaign(r, true, false);
