@@ -4,6 +4,7 @@
 
 #include "raft/log/log.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "util/buf.h"
@@ -39,7 +40,12 @@ struct raftlog {
     int meta_fd;
     uint64_t meta_seq;
 
-    uint64_t snaps[2][2]; /* newest two snapshots: {index, term}; index 0 = none */
+    /* Index of the newest snapshot known to be durable (0: none). Set by
+     * raftlog_open; raised (never lowered) by whichever thread finishes a
+     * snapshot writer, after the directory fsync. The only field of the log a
+     * snapshot writer changes; everything else it reads (io, dir) never
+     * changes after open. */
+    _Atomic uint64_t snap_index;
 
     int failed; /* first write/sync error code; refuses changes */
     char failed_msg[FERRY_ERRMSG_MAX];
@@ -75,10 +81,26 @@ int meta_open(struct raftlog *l, uint64_t *term, uint64_t *vote, struct ferry_er
 int meta_save(struct raftlog *l, uint64_t term, uint64_t vote, struct ferry_err *err);
 
 /* snapshot.c */
+#define SNAP_MAGIC 0x46534E50u /* "FSNP" */
+#define SNAP_VERSION 2u
+#define SNAP_DATA_OFFSET 512u      /* the header is zero-padded to this size; data follows */
+#define SNAP_IO_CHUNK (256u << 10) /* buffer for streaming a checksum */
+
 int snapshot_parse_name(const char *name, uint64_t *index, uint64_t *term);
 void snapshot_name(char *out, size_t cap, uint64_t index, uint64_t term);
-/* Read and verify the header of a snapshot file (data checksum too if data != NULL). */
-int snapshot_read(struct raftlog *l, uint64_t index, uint64_t term, struct raft_snapshot_meta *m,
-                  uint8_t **data, struct ferry_err *err);
+/* The snapshots in dir, newest (highest index, then term) first, as
+ * {index, term} pairs in heap memory (*v, ferry_free; NULL when *n is 0). */
+int snapshot_list(const struct raftlog_io *io, const char *dir, uint64_t (**v)[2], size_t *n,
+                  struct ferry_err *err);
+/* Fill out[SNAP_DATA_OFFSET] with the header; FERRY_EINVAL if the
+ * configuration cannot be encoded. */
+int snapshot_header_encode(uint8_t *out, const struct raft_snapshot_meta *m, uint32_t data_crc);
+/* CRC-32C of `len` bytes of fd from file offset `off`, read in SNAP_IO_CHUNK pieces. */
+int snapshot_crc_range(const struct raftlog_io *io, int fd, uint64_t off, uint64_t len,
+                       const char *path, uint32_t *crc, struct ferry_err *err);
+/* Open snapshot {index, term}, check its header, length and data checksum,
+ * and fill m (for raftlog_open). */
+int snapshot_check(struct raftlog *l, uint64_t index, uint64_t term, struct raft_snapshot_meta *m,
+                   struct ferry_err *err);
 
 #endif

@@ -352,14 +352,13 @@ static int open_dir(struct raftlog *l, struct raftlog_state *st, struct ferry_er
 
     if (ls.n_snaps > 1)
         qsort(ls.snaps, ls.n_snaps, sizeof *ls.snaps, cmp_snap_desc);
-    for (size_t i = 0; i < ls.n_snaps && i < 2; i++) {
-        l->snaps[i][0] = ls.snaps[i][0];
-        l->snaps[i][1] = ls.snaps[i][1];
-    }
     if (ls.n_snaps > 0) {
-        rc = snapshot_read(l, ls.snaps[0][0], ls.snaps[0][1], &st->p.snapshot, NULL, err);
+        /* Header, length and data checksum, the data streamed through a
+         * fixed buffer: a snapshot of any size is verified in bounded memory. */
+        rc = snapshot_check(l, ls.snaps[0][0], ls.snaps[0][1], &st->p.snapshot, err);
         if (rc < 0)
             goto out;
+        atomic_store(&l->snap_index, ls.snaps[0][0]);
     }
     for (size_t i = 2; i < ls.n_snaps; i++) {
         char name[64];
@@ -719,9 +718,11 @@ int raftlog_compact(struct raftlog *l, uint64_t index, struct ferry_err *err)
     int rc = refuse_if_failed(l, err);
     if (rc < 0)
         return rc;
-    /* Never delete what no stored snapshot covers. */
-    if (index > l->snaps[0][0])
-        index = l->snaps[0][0];
+    /* Never delete what no stored snapshot covers. snap_index is raised by a
+     * snapshot writer (on any thread) only once its file is durable. */
+    uint64_t snap = atomic_load(&l->snap_index);
+    if (index > snap)
+        index = snap;
     uint32_t covered = 0;
     while (covered + 1 < l->n_segs && l->segs[covered].last <= index)
         covered++;
@@ -755,7 +756,7 @@ int raftlog_reset(struct raftlog *l, struct ferry_err *err)
         if (rc < 0)
             return fail(l, rc, err);
     }
-    l->base = l->snaps[0][0];
+    l->base = atomic_load(&l->snap_index);
     rc = io_sync_dir(l->io, l->dir, err);
     if (rc < 0)
         return fail(l, rc, err);
