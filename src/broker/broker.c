@@ -4,7 +4,9 @@
  * opens the store and builds the in-memory index from it; every queue item
  * not yet acknowledged becomes ready, since leases live only in memory.
  * broker_close frees clients without calling their ops (the caller is
- * tearing everything down), then the index and the store.
+ * tearing everything down), then the index and the store. broker_reload
+ * (and a restore, through broker_rebuild) frees the index and builds it the
+ * way open does, so nothing of the old memory state survives.
  */
 #include "broker/broker_int.h"
 
@@ -47,6 +49,8 @@ int broker_open(struct broker **out, const struct broker_config *cfg, struct fer
     if (b == NULL)
         return ferry_err_set(err, FERRY_ENOMEM, "out of memory opening the broker");
     init_lists(b);
+    atomic_init(&b->snap_idle, NULL);
+    atomic_init(&b->nsnaps, 0);
     b->cfg = *cfg;
     fill_defaults(&b->cfg);
     b->db_path = ferry_strdup(cfg->db_path);
@@ -103,11 +107,13 @@ void broker_close(struct broker *b)
         store_rollback(b->store);
         b->in_txn = 0;
     }
+    assert(atomic_load(&b->nsnaps) == 0 && "broker_snapshot_end every snapshot first");
     free_clients(b);
     free_index(b);
     umap_free(&b->handles);
     ferry_free(b->fx);
     ferry_free(b->undo);
+    store_close(atomic_exchange(&b->snap_idle, NULL));
     store_close(b->store);
     ferry_free(b->db_path);
     ferry_free(b);
@@ -117,4 +123,29 @@ void broker_last_applied(const struct broker *b, uint64_t *index, uint64_t *term
 {
     *index = b->stored_index;
     *term = b->stored_term;
+}
+
+int broker_rebuild(struct broker *b, struct ferry_err *err)
+{
+    assert(!b->in_txn);
+    assert(list_empty(&b->clients));
+    assert(b->nfx == 0 && b->nundo == 0);
+    free_index(b);
+    smap_init(&b->res);
+    b->broken = 0;
+    ferry_err_clear(&b->broken_err);
+    return broker_index_load(b, err);
+}
+
+int broker_reload(struct broker *b, struct ferry_err *err)
+{
+    if (b->in_txn)
+        return ferry_err_set(err, FERRY_ESTATE, "broker_reload inside a transaction");
+    if (b->nclients > 0)
+        return ferry_err_set(
+            err, FERRY_EBUSY,
+            "cannot reload the broker while %llu broker clients are still open: close "
+            "them first",
+            (unsigned long long)b->nclients);
+    return broker_rebuild(b, err);
 }

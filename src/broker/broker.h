@@ -36,7 +36,14 @@
  *    queue items are in memory only; giving items back is a command
  *    (BROKER_CMD_RETURN) that the caller proposes.
  *
- * Threading: single-threaded; every call on the loop thread that owns b.
+ * 3. Snapshots for the Raft driver (bottom of this file): stream the live
+ *    state as of an applied index, restore it on another node, rebuild the
+ *    in-memory state, and a digest to compare replicas.
+ *
+ * Threading: single-threaded; every call on the loop thread that owns b,
+ * except broker_snapshot_write (any one thread at a time per snapshot, while
+ * the loop thread goes on), broker_snapshot_index/term and
+ * broker_snapshot_end (any thread).
  */
 #ifndef FERRY_BROKER_H
 #define FERRY_BROKER_H
@@ -57,12 +64,17 @@ struct broker;
 struct broker_client;
 
 struct broker_config {
-    const char *db_path;             /* the SQLite file, e.g. <data_directory>/ferry.db */
-    int synchronous_full;            /* 1: fsync every commit (single node); 0: NORMAL (Raft log is durable) */
-    uint64_t max_message_size;       /* transient publishes larger are rejected (ETOOBIG); persistent
-                                        ones are checked by the serving node before proposing */
-    uint32_t default_prefetch;       /* consumer prefetch when the request says 0 */
-    uint32_t default_window;         /* durable subscription window when the request says 0 (1000) */
+    const char *db_path; /* the SQLite file, e.g. <data_directory>/ferry.db */
+    /* 1: PRAGMA synchronous=FULL, every commit is fsynced before broker_commit
+     * returns (single node: the database is the durable record). 0: NORMAL,
+     * commits reach the WAL without fsync and a power loss may drop the last
+     * ones; only for a cluster, where the Raft log is the durable record and
+     * the database catches up by replaying it above last_applied. */
+    int synchronous_full;
+    uint64_t max_message_size; /* transient publishes larger are rejected (ETOOBIG); persistent
+                                  ones are checked by the serving node before proposing */
+    uint32_t default_prefetch; /* consumer prefetch when the request says 0 */
+    uint32_t default_window;   /* durable subscription window when the request says 0 (1000) */
     uint32_t default_max_deliveries; /* unused by apply (see BROKER_DEFAULT_MAX_DELIVERIES) */
     uint64_t default_capacity;       /* unused by apply: commands carry attributes */
     uint64_t default_ttl_ms;         /* unused by apply: commands carry attributes */
@@ -86,17 +98,18 @@ enum broker_cmd_type {
                                       max_deliveries move to the dlq (history "dead-lettered") */
     BROKER_CMD_DURABLE_CREATE = 7, /* name = channel, name2 = durable; id = cursor
                                       (UINT64_MAX = "the channel's last event id at apply") */
-    BROKER_CMD_DURABLE_ACK = 8,    /* name = channel, name2 = durable, id = event id (only advances) */
+    BROKER_CMD_DURABLE_ACK = 8, /* name = channel, name2 = durable, id = event id (only advances) */
     BROKER_CMD_DURABLE_DELETE = 9, /* name = channel, name2 = durable */
     BROKER_CMD_EXPIRE = 10,        /* ts_ms: drop expired messages everywhere, prune history */
 };
 
-#define BROKER_CMDF_AUTO_CREATE 0x01 /* PUBLISH/PUSH: create the resource if missing, with the
-                                        command's capacity, ttl_ms and max_deliveries */
+/* PUBLISH/PUSH: create the resource if missing, with the command's capacity,
+ * ttl_ms and max_deliveries. */
+#define BROKER_CMDF_AUTO_CREATE 0x01
 
 struct broker_cmd {
-    uint8_t type;  /* enum broker_cmd_type */
-    uint8_t flags; /* BROKER_CMDF_* */
+    uint8_t type;   /* enum broker_cmd_type */
+    uint8_t flags;  /* BROKER_CMDF_* */
     uint64_t ts_ms; /* leader's wall clock when the command was made */
     char name[BROKER_NAME_MAX + 1];
     char name2[BROKER_NAME_MAX + 1];
@@ -129,9 +142,9 @@ void broker_close(struct broker *b);
 void broker_last_applied(const struct broker *b, uint64_t *index, uint64_t *term);
 
 struct broker_result {
-    int status;     /* 0 or FERRY_E* (ENOTFOUND, EFULL, EWRONGTYPE, EEXIST, ETOOBIG, EINVAL...) */
-    uint64_t id;    /* event id / item id when status is 0 */
-    char msg[160];  /* human message when status != 0 */
+    int status;    /* 0 or FERRY_E* (ENOTFOUND, EFULL, EWRONGTYPE, EEXIST, ETOOBIG, EINVAL...) */
+    uint64_t id;   /* event id / item id when status is 0 */
+    char msg[160]; /* human message when status != 0 */
 };
 
 int broker_begin(struct broker *b, struct ferry_err *err);
@@ -149,12 +162,12 @@ void broker_rollback(struct broker *b);
 /* ---- clients (serving node only) ---- */
 
 struct broker_msg {
-    uint64_t handle;         /* sub_id (events) or consumer_id (deliveries) */
-    uint64_t id;             /* event id (0 for transient) or item id */
+    uint64_t handle; /* sub_id (events) or consumer_id (deliveries) */
+    uint64_t id;     /* event id (0 for transient) or item id */
     uint64_t ts_ms;
     uint32_t delivery_count; /* deliveries: 1 on first delivery */
     uint8_t transient;
-    const uint8_t *payload;  /* valid only during the call */
+    const uint8_t *payload; /* valid only during the call */
     uint32_t payload_len;
 };
 
@@ -256,5 +269,88 @@ struct broker_stats {
     uint64_t history_records;
 };
 void broker_stats(const struct broker *b, struct broker_stats *out);
+
+/* ---- snapshots, restore, reload, digest (the Raft driver's side) ----
+ *
+ * A snapshot is the replicated live state as of one applied (index, term):
+ * every resource (attributes and id counters), its stored messages (with
+ * payloads and delivery counts) and durable cursors. Not history (local to
+ * each node), not leases, subscriptions or clients (memory of the serving
+ * node). docs/storage.md gives the byte format and the restore rules. */
+
+struct broker_snap;
+
+/* Pieces handed to broker_snapshot_write's write() are at most this long. */
+#define BROKER_SNAPSHOT_PIECE_MAX 65536
+/* Buffer size for broker_digest's hex output (64 digits and a NUL). */
+#define BROKER_DIGEST_HEX 65
+
+/* Pin the state as of now (the last committed entry) for streaming: take a
+ * read-only connection to the database (the broker keeps one for reuse) and
+ * open a read transaction on it, which WAL keeps stable while apply goes on
+ * through the main connection. Cheap: nothing is copied. Loop thread, outside
+ * broker_begin..broker_commit (FERRY_ESTATE). *out is freed by
+ * broker_snapshot_end, which must happen before broker_close. While a
+ * snapshot is open the WAL cannot be checkpointed past it and grows with
+ * what is applied meanwhile: end snapshots promptly. */
+int broker_snapshot_begin(struct broker *b, struct broker_snap **out, struct ferry_err *err);
+/* The pinned last_applied (index, term), as the snapshot's read sees it. */
+uint64_t broker_snapshot_index(const struct broker_snap *s);
+uint64_t broker_snapshot_term(const struct broker_snap *s);
+/* Stream the pinned state (docs/storage.md, "Snapshots") to write() in
+ * pieces of at most BROKER_SNAPSHOT_PIECE_MAX bytes. Meant for a worker
+ * thread: it uses only s and its connection, never b, so the loop thread
+ * keeps applying meanwhile; one call at a time per snapshot. Memory stays
+ * bounded (one piece, one message's payload, SQLite's page cache) however
+ * many messages there are. write returns 0 or a negative FERRY_E* code,
+ * which stops the stream and is returned. May be called again to stream the
+ * same state again. 0, the write error, or a storage error. */
+int broker_snapshot_write(struct broker_snap *s, int (*write)(void *ctx, const void *p, size_t n),
+                          void *ctx, struct ferry_err *err);
+/* End the read transaction and free s (the connection goes back to b for
+ * the next snapshot). Any thread; not concurrently with a write on s. NULL
+ * is a no-op. */
+void broker_snapshot_end(struct broker_snap *s);
+
+/* Install a snapshot stream (a follower catching up from the leader's
+ * snapshot). read(ctx, p, n) fills up to n bytes and returns how many, 0 at
+ * the end of the stream, or a negative FERRY_E* code (returned as is). Loop
+ * thread, outside a transaction (FERRY_ESTATE), with no broker client open
+ * (FERRY_EBUSY: leases and subscriptions cannot survive a change of state).
+ *
+ * The header is read first. If the database's last_applied index is at or
+ * above the stream's, nothing more is read, nothing changes, *skipped = 1
+ * and 0 is returned: a restore never moves the database backwards.
+ * Otherwise (*skipped = 0), in one SQLite transaction: the live state
+ * (resources, messages, durables) is replaced by the stream's and
+ * last_applied set to its (index, term); history is kept. The whole stream
+ * is validated on the way (magic, record framing and order, names, ids,
+ * end-record counts and checksum, nothing after the end): a malformed one
+ * is FERRY_ECORRUPT with a message naming the byte, and a format version
+ * newer than this build's is FERRY_EVERSION; then nothing changes. After
+ * the commit the in-memory state is rebuilt as broker_open builds it, so the
+ * broker goes on as if it had applied the same entries itself. */
+int broker_restore(struct broker *b, int (*read)(void *ctx, void *p, size_t n), void *ctx,
+                   int *skipped, struct ferry_err *err);
+
+/* Drop every in-memory delivery state (leases, including those waiting for
+ * an ACK/RETURN that may never apply) and rebuild the index from the
+ * database as broker_open does: every stored queue item becomes ready. For a
+ * leader stepping down after closing its clients, so that no item stays
+ * leased by nobody. Loop thread, outside a transaction (FERRY_ESTATE), no
+ * broker client open (FERRY_EBUSY). A successful reload (or restore) also
+ * clears the "broker stopped" state left by a failed rebuild. */
+int broker_reload(struct broker *b, struct ferry_err *err);
+
+/* SHA-256, in lowercase hex, of the replicated state as committed: exactly
+ * the bytes broker_snapshot_write would stream for it (header with
+ * last_applied, resources in name order, each with its messages in id order
+ * and its durables in name order, length-framed, end record). Two nodes
+ * that applied the same entries give the same digest whatever their rids,
+ * history or clients. *index and *term = the last_applied it covers. Loop
+ * thread, outside a transaction (FERRY_ESTATE). Reads the whole database:
+ * for tests and for comparing replicas, not for a hot path. */
+int broker_digest(struct broker *b, char hex[BROKER_DIGEST_HEX], uint64_t *index, uint64_t *term,
+                  struct ferry_err *err);
 
 #endif

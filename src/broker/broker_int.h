@@ -30,6 +30,7 @@
 #include "util/map.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 
 #define BROKER_DEFAULT_WINDOW 1000
 #define BROKER_DEFAULT_PREFETCH 256
@@ -198,6 +199,11 @@ struct broker {
     int history_dirty;
     uint64_t history_count, history_oldest_ts;
     uint64_t nchannels, nqueues, nclients, nsubs, nconsumers;
+    /* Snapshots (snapshot.c). broker_snapshot_end may run on any thread, so
+     * these two are atomics: the read-only connection kept for the next
+     * snapshot, and how many snapshots are open (0 at broker_close). */
+    _Atomic(struct store *) snap_idle;
+    atomic_uint nsnaps;
 };
 
 int broker_name_valid(const char *name);
@@ -212,6 +218,9 @@ void broker_res_free(struct broker *b, struct res *r);
 void broker_durable_free(struct durable *d);
 /* (Re)build the whole index from the database, keeping live clients attached. */
 int broker_index_load(struct broker *b, struct ferry_err *err);
+/* Free the whole index and build it afresh as broker_open does (no client
+ * may be open); clears b->broken on success (broker.c). */
+int broker_rebuild(struct broker *b, struct ferry_err *err);
 /* Fill the attributes of a resource being created: from cmd (capacity,
  * ttl_ms, max_deliveries) when given, else unlimited, no TTL and
  * BROKER_DEFAULT_MAX_DELIVERIES. Never from node-local configuration. */
@@ -251,5 +260,33 @@ void broker_end_consumer(struct broker *b, struct consumer *con, int code, const
 /* Detach a sub/consumer whose resource vanished; it is ended at the next pump. */
 void broker_zombify_sub(struct broker *b, struct sub *s);
 void broker_zombify_consumer(struct broker *b, struct consumer *con);
+
+/* ---- snapshot stream (snapshot.c writes it, restore.c reads it) ----
+ * Big-endian; the byte layout is documented in docs/storage.md. */
+
+#define SNAP_MAGIC "FERRYSNP"
+#define SNAP_MAGIC_LEN 8
+#define SNAP_VERSION 1
+#define SNAP_HEADER_LEN 28    /* magic, u32 version, u64 index, u64 term */
+#define SNAP_REC_HEADER_LEN 5 /* u8 type, u32 body length */
+#define SNAP_RES_FIXED 47     /* a RESOURCE body without its two names' bytes */
+#define SNAP_MSG_FIXED 28     /* a MESSAGE body without its payload */
+#define SNAP_DUR_FIXED 9      /* a DURABLE body without its name's bytes */
+#define SNAP_END_LEN 28       /* u64 resources, u64 messages, u64 durables, u32 crc32c */
+
+enum snap_rec_type {
+    SNAP_REC_RESOURCE = 1,
+    SNAP_REC_MESSAGE = 2,
+    SNAP_REC_DURABLE = 3,
+    SNAP_REC_END = 4,
+};
+
+/* Where encoded bytes go: 0 or a negative FERRY_E* code that stops the encoding. */
+typedef int (*snap_sink)(void *ctx, const void *p, size_t n);
+/* Encode the committed state seen by s (inside a read transaction) as a
+ * snapshot stream for (index, term), in pieces of at most
+ * BROKER_SNAPSHOT_PIECE_MAX bytes. */
+int broker_snap_encode(struct store *s, uint64_t index, uint64_t term, snap_sink sink, void *ctx,
+                       struct ferry_err *err);
 
 #endif

@@ -4,8 +4,8 @@
  * payloads sit in the table b-tree, appended in rowid order, and the index
  * stays small, so every access is by key or key range and the hot path never
  * scans. (As a WITHOUT ROWID table, 1 KiB payloads fit three to a page and
- * commits cost three times as much: bench/broker_apply_bench.) Removal of a prefix (capacity drops, expiry, deletes) first
- * copies the (id, state) of the doomed rows into history with one
+ * commits cost three times as much: bench/broker_apply_bench.) Removal of a prefix (capacity drops,
+ * expiry, deletes) first copies the (id, state) of the doomed rows into history with one
  * INSERT..SELECT, then deletes the range.
  */
 #include "store/store_int.h"
@@ -229,6 +229,28 @@ int store_msg_ids(struct store *s, uint64_t rid, store_id_cb cb, void *ctx, stru
         return stop;
     if (rc != SQLITE_DONE)
         return store_fail(s, rc, "loading queue items", err);
+    return 0;
+}
+
+int store_msgs_walk(struct store *s, uint64_t rid, store_msg_cb cb, void *ctx,
+                    struct ferry_err *err)
+{
+    sqlite3_stmt *st = s->stmt[ST_MSG_ALL];
+    bind_u64(st, 1, rid);
+    struct store_msg m;
+    int rc, stop = 0;
+    while ((rc = store_step(s, st)) == SQLITE_ROW) {
+        m.id = col_u64(st, 0);
+        read_msg(st, 1, &m);
+        stop = cb(ctx, &m);
+        if (stop != 0)
+            break;
+    }
+    sqlite3_reset(st);
+    if (stop != 0)
+        return stop;
+    if (rc != SQLITE_DONE)
+        return store_fail(s, rc, "reading messages", err);
     return 0;
 }
 

@@ -19,9 +19,10 @@ static void copy_text(char *dst, size_t cap, sqlite3_stmt *st, int col)
     snprintf(dst, cap, "%s", t ? (const char *)t : "");
 }
 
-int store_resources_load(struct store *s, store_resource_cb cb, void *ctx, struct ferry_err *err)
+/* Walk the rows of RES_LOAD or RES_BY_NAME (same columns). */
+static int walk_resources(struct store *s, sqlite3_stmt *st, store_resource_cb cb, void *ctx,
+                          struct ferry_err *err)
 {
-    sqlite3_stmt *st = s->stmt[ST_RES_LOAD];
     struct store_resource r;
     int rc, stop = 0;
     while ((rc = store_step(s, st)) == SQLITE_ROW) {
@@ -46,6 +47,27 @@ int store_resources_load(struct store *s, store_resource_cb cb, void *ctx, struc
     if (rc != SQLITE_DONE)
         return store_fail(s, rc, "loading resources", err);
     return 0;
+}
+
+int store_resources_load(struct store *s, store_resource_cb cb, void *ctx, struct ferry_err *err)
+{
+    return walk_resources(s, s->stmt[ST_RES_LOAD], cb, ctx, err);
+}
+
+int store_resources_by_name(struct store *s, store_resource_cb cb, void *ctx, struct ferry_err *err)
+{
+    return walk_resources(s, s->stmt[ST_RES_BY_NAME], cb, ctx, err);
+}
+
+int store_clear_live(struct store *s, struct ferry_err *err)
+{
+    assert(s->txn == 1);
+    int rc = store_exec_stmt(s, s->stmt[ST_CLEAR_MESSAGES], "clearing messages", err);
+    if (rc == 0)
+        rc = store_exec_stmt(s, s->stmt[ST_CLEAR_DURABLES], "clearing durable subscriptions", err);
+    if (rc == 0)
+        rc = store_exec_stmt(s, s->stmt[ST_CLEAR_RESOURCES], "clearing resources", err);
+    return rc;
 }
 
 int store_resource_insert(struct store *s, struct store_resource *r, struct ferry_err *err)

@@ -1,11 +1,17 @@
 /* store.c - opening the database, transactions, errors and the fault hook.
  *
- * Open: sqlite3_open_v2 (no mutex: the store is single-threaded), extended
- * result codes, journal_mode=WAL (checked: a file system that cannot do WAL
- * is an error, not a silent fallback), synchronous FULL or NORMAL, an 8 MiB
- * page cache, then migrations (schema.c), then every statement of
- * STORE_STATEMENTS is prepared once. The first read of a garbage file fails
- * with SQLITE_NOTADB, reported as FERRY_ECORRUPT.
+ * Open: sqlite3_open_v2 (no mutex: a store is used by one thread at a
+ * time), extended result codes, journal_mode=WAL (checked: a file system
+ * that cannot do WAL is an error, not a silent fallback), synchronous FULL or
+ * NORMAL, an 8 MiB page cache, then migrations (schema.c), then every
+ * statement of STORE_STATEMENTS is prepared once. The first read of a garbage
+ * file fails with SQLITE_NOTADB, reported as FERRY_ECORRUPT.
+ *
+ * A read-only store (store_open_readonly, for snapshots) is a second
+ * connection to a file already open: same page cache and error settings,
+ * query_only, no journal or synchronous change (it requires WAL, so its long
+ * read transactions never block the writer), and no migration beyond
+ * checking the schema version.
  *
  * Every sqlite3_step goes through store_step, where the test-only fault
  * injector can substitute an error code.
@@ -16,6 +22,7 @@
 #include "util/alloc.h"
 
 #include <assert.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,12 +32,14 @@ static const char *const statement_sql[ST_COUNT] = {
 #undef STORE_STMT_SQL
 };
 
-/* ---- fault injection (process-wide, tests only) ---- */
+/* ---- fault injection (process-wide, tests only) ----
+ * Atomic because stores on different threads step at the same time (a
+ * snapshot's read-only connection streams on a worker thread). */
 
-static long fault_countdown = -1;
-static long fault_repeat;
-static long fault_hits;
-static int fault_code;
+static _Atomic long fault_countdown = -1;
+static _Atomic long fault_repeat;
+static _Atomic long fault_hits;
+static _Atomic int fault_code;
 
 void store_fault_inject(int sqlite_code, long countdown, long repeat)
 {
@@ -47,16 +56,18 @@ long store_faults_injected(void)
 
 static int fault_now(void)
 {
-    if (fault_countdown < 0)
+    long c = atomic_load_explicit(&fault_countdown, memory_order_relaxed);
+    if (c < 0)
         return 0;
-    if (fault_countdown > 0) {
-        fault_countdown--;
+    if (c > 0) {
+        atomic_fetch_sub(&fault_countdown, 1);
         return 0;
     }
-    if (fault_repeat == 0)
+    long r = fault_repeat;
+    if (r == 0)
         return 0;
-    if (fault_repeat > 0)
-        fault_repeat--;
+    if (r > 0)
+        fault_repeat = r - 1;
     fault_hits++;
     return 1;
 }
@@ -117,19 +128,22 @@ static int exec_pragma(struct store *s, const char *sql, struct ferry_err *err)
     return 0;
 }
 
-static int set_wal(struct store *s, struct ferry_err *err)
+/* Run a journal_mode pragma (setting or reading it) and insist on WAL. */
+static int want_wal(struct store *s, const char *sql, struct ferry_err *err)
 {
+    char what[64];
+    snprintf(what, sizeof what, "opening (%s)", sql);
     sqlite3_stmt *st = NULL;
-    int rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode=WAL", -1, &st, NULL);
+    int rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
     if (rc != SQLITE_OK)
-        return store_fail(s, rc, "opening (PRAGMA journal_mode=WAL)", err);
+        return store_fail(s, rc, what, err);
     rc = sqlite3_step(st);
     char mode[16] = "";
     if (rc == SQLITE_ROW)
         snprintf(mode, sizeof mode, "%s", (const char *)sqlite3_column_text(st, 0));
     sqlite3_finalize(st);
     if (rc != SQLITE_ROW)
-        return store_fail(s, rc, "opening (PRAGMA journal_mode=WAL)", err);
+        return store_fail(s, rc, what, err);
     if (strcmp(mode, "wal") != 0)
         return ferry_err_set(err, FERRY_EIO,
                              "database %s: cannot use WAL mode (journal_mode stays '%s'); put the "
@@ -142,7 +156,7 @@ static int configure(struct store *s, int synchronous_full, struct ferry_err *er
 {
     sqlite3_extended_result_codes(s->db, 1);
     sqlite3_busy_timeout(s->db, 0);
-    int rc = set_wal(s, err);
+    int rc = want_wal(s, "PRAGMA journal_mode=WAL", err);
     if (rc == 0)
         rc = exec_pragma(
             s, synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL", err);
@@ -166,7 +180,26 @@ static int prepare_all(struct store *s, struct ferry_err *err)
     return 0;
 }
 
-int store_open(struct store **out, const char *path, int synchronous_full, struct ferry_err *err)
+/* A reader takes the pragmas that matter to a connection that never writes.
+ * The file must already be in WAL mode: in rollback mode a long read would
+ * make the writer's commits fail with SQLITE_BUSY. */
+static int configure_reader(struct store *s, struct ferry_err *err)
+{
+    sqlite3_extended_result_codes(s->db, 1);
+    sqlite3_busy_timeout(s->db, 0);
+    int rc = want_wal(s, "PRAGMA journal_mode", err);
+    if (rc == 0)
+        rc = exec_pragma(s, "PRAGMA cache_size=-8192", err);
+    if (rc == 0)
+        rc = exec_pragma(s, "PRAGMA temp_store=MEMORY", err);
+    if (rc == 0)
+        rc = exec_pragma(s, "PRAGMA query_only=1", err);
+    return rc;
+}
+
+/* synchronous_full < 0: a read-only connection. */
+static int open_conn(struct store **out, const char *path, int synchronous_full,
+                     struct ferry_err *err)
 {
     assert(out != NULL);
     assert(path != NULL);
@@ -179,12 +212,14 @@ int store_open(struct store **out, const char *path, int synchronous_full, struc
         ferry_free(s);
         return ferry_err_set(err, FERRY_ENOMEM, "out of memory opening %s", path);
     }
-    int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
+    s->readonly = synchronous_full < 0;
+    int flags = s->readonly ? SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX
+                            : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;
     int rc = sqlite3_open_v2(path, &s->db, flags, NULL);
     if (rc != SQLITE_OK)
         rc = store_fail(s, rc, "opening", err);
     if (rc == 0)
-        rc = configure(s, synchronous_full, err);
+        rc = s->readonly ? configure_reader(s, err) : configure(s, synchronous_full, err);
     if (rc == 0)
         rc = store_schema_migrate(s, err);
     if (rc == 0)
@@ -195,6 +230,16 @@ int store_open(struct store **out, const char *path, int synchronous_full, struc
     }
     *out = s;
     return 0;
+}
+
+int store_open(struct store **out, const char *path, int synchronous_full, struct ferry_err *err)
+{
+    return open_conn(out, path, synchronous_full ? 1 : 0, err);
+}
+
+int store_open_readonly(struct store **out, const char *path, struct ferry_err *err)
+{
+    return open_conn(out, path, -1, err);
 }
 
 void store_close(struct store *s)
@@ -255,6 +300,7 @@ static void release_reads(struct store *s)
 int store_begin(struct store *s, struct ferry_err *err)
 {
     assert(s->txn == 0);
+    assert(!s->readonly);
     release_reads(s);
     int rc = store_exec_stmt(s, s->stmt[ST_BEGIN], "beginning a transaction", err);
     if (rc == 0)
@@ -308,9 +354,13 @@ void store_read_end(struct store *s)
         store_scan_close(s);
     release_reads(s);
     if (!sqlite3_get_autocommit(s->db)) {
-        int rc = sqlite3_step(s->stmt[ST_COMMIT]);
+        sqlite3_step(s->stmt[ST_COMMIT]);
         sqlite3_reset(s->stmt[ST_COMMIT]);
-        (void)rc;
+    }
+    if (!sqlite3_get_autocommit(
+            s->db)) { /* the COMMIT of a read failed: let go of the read anyway */
+        sqlite3_step(s->stmt[ST_ROLLBACK]);
+        sqlite3_reset(s->stmt[ST_ROLLBACK]);
     }
     s->txn = 0;
 }

@@ -22,7 +22,12 @@
  * (struct store_msg.payload, names in callbacks) points into SQLite's
  * buffers and is valid only until the next call on the store.
  *
- * Threading: one store per thread; no locking inside.
+ * Threading: a store (one SQLite connection, opened without SQLite's own
+ * mutex) is used by one thread at a time; no locking inside. Different
+ * stores on the same file may be used by different threads at once: that is
+ * how a snapshot streams from a read-only store on a worker thread while the
+ * loop thread keeps writing through the main one. Handing a store to another
+ * thread needs the usual happens-before (a queue, a mutex, an atomic).
  */
 #ifndef FERRY_STORE_H
 #define FERRY_STORE_H
@@ -52,6 +57,14 @@ struct store;
  * a newer Ferry, FERRY_ECORRUPT for a file that is not a (Ferry) database,
  * FERRY_EIO when the file cannot be opened or written. */
 int store_open(struct store **out, const char *path, int synchronous_full, struct ferry_err *err);
+/* Open a second, read-only connection to the database at path, which an
+ * open store has already created and migrated (WAL mode is required, not
+ * set). Only reads and read transactions may be used on it: a read
+ * transaction (store_read_begin, then any read) sees one snapshot of the file
+ * however long it lasts while the writer keeps committing; the writer's WAL
+ * cannot be checkpointed past that snapshot until store_read_end, so keep it
+ * as short as the job allows. Same errors as store_open. */
+int store_open_readonly(struct store **out, const char *path, struct ferry_err *err);
 /* Close the database (an open transaction is rolled back) and free s. */
 void store_close(struct store *s);
 
@@ -97,10 +110,19 @@ struct store_resource {
 /* Called once per resource in rid order; a non-zero return stops the walk and is returned. */
 typedef int (*store_resource_cb)(void *ctx, const struct store_resource *r);
 int store_resources_load(struct store *s, store_resource_cb cb, void *ctx, struct ferry_err *err);
+/* The same, in name order (byte-wise): the canonical order of snapshots and
+ * digests, which must not depend on the file-local rid. cb may walk the
+ * resource's messages and durables (other statements) during the call. */
+int store_resources_by_name(struct store *s, store_resource_cb cb, void *ctx,
+                            struct ferry_err *err);
 /* Insert r (rid ignored); the new rid is written to r->rid. */
 int store_resource_insert(struct store *s, struct store_resource *r, struct ferry_err *err);
 int store_resource_set_counters(struct store *s, uint64_t rid, uint64_t last_id, uint64_t last_qts,
                                 struct ferry_err *err);
+/* Delete every resource, message and durable cursor, leaving no history
+ * records (a snapshot restore replaces the live state; history stays).
+ * last_applied and history are untouched. */
+int store_clear_live(struct store *s, struct ferry_err *err);
 /* Delete the resource row, its durable cursors and its messages; each
  * message leaves a history record (name, id, "deleted", ts). *removed = how
  * many messages were deleted. */
@@ -153,6 +175,12 @@ int store_msg_move(struct store *s, uint64_t rid, uint64_t id, uint64_t to_rid, 
 typedef int (*store_id_cb)(void *ctx, uint64_t id);
 int store_msg_ids(struct store *s, uint64_t rid, store_id_cb cb, void *ctx, struct ferry_err *err);
 
+/* Every message of rid in id order, payload included (valid during the
+ * call), to cb (non-zero stops and is returned). */
+typedef int (*store_msg_cb)(void *ctx, const struct store_msg *m);
+int store_msgs_walk(struct store *s, uint64_t rid, store_msg_cb cb, void *ctx,
+                    struct ferry_err *err);
+
 /* A range scan (one at a time per store): messages with id >= from_id, in id
  * order, at most limit. store_scan_next returns 1 with m filled (payload
  * valid until the next store call), 0 at the end, or an error.
@@ -168,6 +196,7 @@ int store_durable_put(struct store *s, uint64_t rid, const char *name, uint64_t 
                       struct ferry_err *err);
 /* 1 deleted, 0 missing. */
 int store_durable_delete(struct store *s, uint64_t rid, const char *name, struct ferry_err *err);
+/* rid's durable cursors in name order to cb (non-zero stops and is returned). */
 typedef int (*store_durable_cb)(void *ctx, const char *name, uint64_t cursor);
 int store_durables_load(struct store *s, uint64_t rid, store_durable_cb cb, void *ctx,
                         struct ferry_err *err);
@@ -190,7 +219,8 @@ int store_history_stats(struct store *s, uint64_t *count, uint64_t *oldest_ts,
  * all count), make the next `repeat` steps (repeat < 0: all) fail with the
  * SQLite result code `sqlite_code` (e.g. 13 = SQLITE_FULL, 10 =
  * SQLITE_IOERR) as if SQLite had returned it. countdown < 0 disables.
- * Process-wide, like alloc_set_fault; never used in production. */
+ * Process-wide (read-only stores on other threads count too), like
+ * alloc_set_fault; never used in production. */
 void store_fault_inject(int sqlite_code, long countdown, long repeat);
 /* Steps failed by injection since the last store_fault_inject. */
 long store_faults_injected(void);

@@ -22,6 +22,8 @@
     XX(APPLIED_SET, "UPDATE applied SET idx = ?1, term = ?2 WHERE id = 1")                         \
     XX(RES_LOAD, "SELECT rid, name, kind, capacity, ttl_ms, max_deliveries, dlq, last_id, "        \
                  "last_qts, created_ts FROM resources ORDER BY rid")                               \
+    XX(RES_BY_NAME, "SELECT rid, name, kind, capacity, ttl_ms, max_deliveries, dlq, last_id, "     \
+                    "last_qts, created_ts FROM resources ORDER BY name")                           \
     XX(RES_INSERT, "INSERT INTO resources(name, kind, capacity, ttl_ms, max_deliveries, dlq, "     \
                    "last_id, last_qts, created_ts) VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")    \
     XX(RES_COUNTERS, "UPDATE resources SET last_id = ?2, last_qts = ?3 WHERE rid = ?1")            \
@@ -41,6 +43,11 @@
     XX(MSG_IDS, "SELECT id FROM messages WHERE rid = ?1 ORDER BY id")                              \
     XX(MSG_SCAN, "SELECT id, ts, qts, deliveries, payload FROM messages "                          \
                  "WHERE rid = ?1 AND id >= ?2 ORDER BY id LIMIT ?3")                               \
+    XX(MSG_ALL,                                                                                    \
+       "SELECT id, ts, qts, deliveries, payload FROM messages WHERE rid = ?1 ORDER BY id")         \
+    XX(CLEAR_MESSAGES, "DELETE FROM messages")                                                     \
+    XX(CLEAR_DURABLES, "DELETE FROM durables")                                                     \
+    XX(CLEAR_RESOURCES, "DELETE FROM resources")                                                   \
     XX(DUR_PUT, "INSERT OR REPLACE INTO durables(rid, name, cursor) VALUES(?1, ?2, ?3)")           \
     XX(DUR_DELETE, "DELETE FROM durables WHERE rid = ?1 AND name = ?2")                            \
     XX(DUR_DELETE_ALL, "DELETE FROM durables WHERE rid = ?1")                                      \
@@ -65,6 +72,7 @@ struct store {
     sqlite3 *db;
     char *path;
     uint32_t schema_version;
+    int readonly;  /* opened by store_open_readonly */
     int txn;       /* 0 none, 1 write, 2 read */
     int scan_open; /* a store_scan is in progress */
     sqlite3_stmt *stmt[ST_COUNT];
