@@ -1,7 +1,7 @@
-# Runs each mutated simulator (ferry-sim-mut1..3) and requires that it FAILS:
+# Runs each mutated simulator (ferry-sim-mut1..4) and requires that it FAILS:
 # the checkers must catch every deliberately wrong rule within a bounded
 # number of seeds.
-foreach(mut 1 2 3)
+foreach(mut 1 2 3 4)
   execute_process(COMMAND ${SIM}${mut} --seed 1 --seeds 6000 --nodes mix --steps 3000
                           --expect-failure --quiet
                   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)

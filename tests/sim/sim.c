@@ -10,12 +10,18 @@
  * the network (symmetric, one-way, isolating the leader), change loss,
  * duplication and delay, crash a node (losing its unfinished writes, possibly
  * tearing the first one) or restart one, jump a node's clock, change the
- * membership or transfer leadership.
+ * membership or transfer leadership. A crash reaches the other nodes a few
+ * milliseconds later as RAFT_EV_PEER_DOWN (their connection to it resets),
+ * and now and then a node hears PEER_DOWN about a peer that is alive (a link
+ * that dropped on its own), most often about its leader.
  *
  * After the safety phase (the given number of steps) faults stop: the network
  * heals and every node restarts. The run must then elect a leader, commit a
  * proposal, leave no witness in office and end with the highest-priority node
- * leading, all within a bounded simulated time.
+ * leading, all within a bounded simulated time. Then each follower in turn
+ * hears a spurious PEER_DOWN about that leader, which must stay in office in
+ * the same term; finally the leader crashes and the others must elect another
+ * within the same bound (the failover time is a statistic).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,7 +33,7 @@
 #include "util/alloc.h"
 #include "util/buf.h"
 
-enum sev_kind { SEV_DELIVER = 1, SEV_TIMER, SEV_DISK, SEV_SNAP, SEV_CLIENT };
+enum sev_kind { SEV_DELIVER = 1, SEV_TIMER, SEV_DISK, SEV_SNAP, SEV_CLIENT, SEV_PEER_DOWN };
 
 struct sev {
     uint64_t t;
@@ -234,8 +240,34 @@ static void node_start(struct sim *s, struct snode *n)
     tick(s, n);
 }
 
+static struct snode *current_leader(struct sim *s);
+
+/* Node n's process dies: each running node whose link to it gets the reset
+ * hears RAFT_EV_PEER_DOWN about it 1-20 ms after the last message n had sent
+ * it arrives (the kernel closes the sockets behind the data already sent).
+ * No reset crosses a cut link, and now and then none is sent at all (the
+ * machine vanished): those nodes notice only when their election timer
+ * fires. Spurious reports (spurious_peer_down) come in any order. */
+static void announce_crash(struct sim *s, struct snode *n)
+{
+    int k = slot_of(s, n->id);
+    for (int i = 0; i < s->n_nodes; i++) {
+        struct snode *y = &s->nodes[i];
+        if (i == k || !y->alive || s->cut[k][i] || chance(s, 100))
+            continue;
+        uint64_t after = s->net_last[k][i] > s->now ? s->net_last[k][i] : s->now;
+        schedule(s, after + rnd(s, 1, 20), SEV_PEER_DOWN, i, y->incarnation, n->id, NULL, 0);
+    }
+}
+
 static void node_crash(struct sim *s, struct snode *n)
 {
+    if (s->faults && !s->leader_crashed && current_leader(s) == n) {
+        s->leader_crashed = true;
+        s->leader_crash_ms = s->now;
+        s->leader_crash_term = raft_term(n->r);
+    }
+    announce_crash(s, n);
     n->alive = false;
     n->incarnation++;
     n->timer_gen++;
@@ -341,8 +373,10 @@ static void send_msg(struct sim *s, struct snode *n, struct raft_msg *m)
     for (int c = 0; c < copies; c++) {
         uint8_t *data = ferry_malloc(b.len);
         memcpy(data, b.data, b.len);
-        schedule(s, s->now + rnd(s, s->delay_min, s->delay_max), SEV_DELIVER, to, 0, 0, data,
-                 (uint32_t)b.len);
+        uint64_t t = s->now + rnd(s, s->delay_min, s->delay_max);
+        if (t > s->net_last[from][to])
+            s->net_last[from][to] = t;
+        schedule(s, t, SEV_DELIVER, to, 0, 0, data, (uint32_t)b.len);
     }
     buf_free(&b);
 }
@@ -373,6 +407,42 @@ static void deliver(struct sim *s, struct sev *ev)
         }
     }
     raft_msg_release(&m);
+}
+
+/* The driver's on_peer_down: node ev->node (incarnation ev->a) lost its link
+ * to node ev->b. A node restarted since has no such link. */
+static void deliver_peer_down(struct sim *s, struct sev *ev)
+{
+    struct snode *n = &s->nodes[ev->node];
+    if (!n->alive || ev->a != n->incarnation || s->no_peer_down)
+        return;
+    sim_trace(s, "node %llu: link to %llu lost", (unsigned long long)n->id,
+              (unsigned long long)ev->b);
+    struct raft_event rev = {.type = RAFT_EV_PEER_DOWN, .u.node_id = ev->b};
+    step_node(s, n, &rev);
+    if (s->stats)
+        s->stats->peer_downs++;
+}
+
+/* A link drops while both ends live: a random running node hears PEER_DOWN
+ * about a running peer - its leader, seven times in ten when it has one. */
+static void spurious_peer_down(struct sim *s)
+{
+    int k = (int)rnd(s, 0, s->n_nodes - 1);
+    struct snode *y = &s->nodes[k];
+    if (!y->alive)
+        return;
+    uint64_t about = raft_leader(y->r);
+    if (about == 0 || about == y->id || chance(s, 300)) {
+        const struct raft_config *c = raft_config(y->r);
+        about = c->nodes[rnd(s, 0, c->n - 1)].id;
+    }
+    int a = slot_of(s, about);
+    if (about == y->id || a < 0 || !s->nodes[a].alive)
+        return;
+    schedule(s, s->now + rnd(s, 0, 5), SEV_PEER_DOWN, k, y->incarnation, about, NULL, 0);
+    if (s->stats && !s->no_peer_down)
+        s->stats->spurious_peer_downs++;
 }
 
 /* ---- acting on an update ---------------------------------------------------- */
@@ -571,6 +641,16 @@ static void handle_update(struct sim *s, struct snode *n)
                   (unsigned long long)up->leader_id);
     if (up->role == RAFT_LEADER && s->first_leader_ms == 0 && up->commit >= 1)
         s->first_leader_ms = s->now ? s->now : 1;
+    if (up->role == RAFT_LEADER && s->leader_crashed && up->term > s->leader_crash_term) {
+        s->leader_crashed = false;
+        uint64_t d = s->now - s->leader_crash_ms;
+        if (s->stats) {
+            s->stats->failover_n++;
+            s->stats->failover_sum += d;
+            s->stats->failover_max = d > s->stats->failover_max ? d : s->stats->failover_max;
+            s->stats->failover_fast += d < s->opts.election_timeout_ms;
+        }
+    }
     n->timer_gen++;
     uint64_t t = up->deadline_ms > n->clock_off ? up->deadline_ms - n->clock_off : 0;
     schedule(s, t > s->now ? t : s->now, SEV_TIMER, slot_of(s, n->id), n->timer_gen, 0, NULL, 0);
@@ -859,6 +939,9 @@ static void run_event(struct sim *s, struct sev *ev)
     case SEV_SNAP:
         snap_done(s, ev);
         break;
+    case SEV_PEER_DOWN:
+        deliver_peer_down(s, ev);
+        break;
     case SEV_CLIENT: {
         struct snode *l = current_leader(s);
         if (l != NULL && raft_accepts_proposals(l->r)) {
@@ -910,6 +993,9 @@ static int best_priority(struct sim *s, const struct raft_config *c)
 static void liveness(struct sim *s)
 {
     s->faults = false;
+    if (s->leader_crashed && s->stats)
+        s->stats->failover_open++; /* no new leader before the faults stopped */
+    s->leader_crashed = false;
     heal(s);
     s->loss_pm = 0;
     s->dup_pm = 0;
@@ -981,13 +1067,97 @@ static void liveness(struct sim *s)
     st->settle_max = f > st->settle_max ? f : st->settle_max;
 }
 
+/* Spurious link drops at a settled cluster: each follower in turn hears
+ * PEER_DOWN about its leader, which lives. Its pre-vote must be ignored by
+ * the others, which still hear the leader (stickiness): for three heartbeats
+ * after each report (ample for a pre-vote and a vote round) the leader keeps
+ * its office and nobody's term moves. */
+static void spurious_check(struct sim *s)
+{
+    struct snode *l = current_leader(s);
+    if (l == NULL || s->no_peer_down)
+        return;
+    uint64_t term = raft_term(l->r);
+    for (int i = 0; i < s->n_nodes; i++) {
+        struct snode *f = &s->nodes[i];
+        if (f == l || !f->alive || raft_leader(f->r) != l->id)
+            continue;
+        sim_trace(s, "spurious check: node %llu hears its leader %llu is down",
+                  (unsigned long long)f->id, (unsigned long long)l->id);
+        schedule(s, s->now, SEV_PEER_DOWN, i, f->incarnation, l->id, NULL, 0);
+        if (s->stats)
+            s->stats->spurious_peer_downs++;
+        uint64_t until = s->now + 3 * s->opts.heartbeat_ms;
+        while (s->now < until) {
+            if (s->violation[0] || stopped(s))
+                return;
+            one_step(s);
+        }
+        if (current_leader(s) != l || raft_term(l->r) != term || max_term(s) != term) {
+            sim_fail(s,
+                     "a spurious PEER_DOWN at node %llu disturbed healthy leader %llu of term "
+                     "%llu (term now %llu)",
+                     (unsigned long long)f->id, (unsigned long long)l->id, (unsigned long long)term,
+                     (unsigned long long)max_term(s));
+            return;
+        }
+    }
+}
+
+/* A clean failover once the cluster has settled: the leader's process dies on
+ * a healthy network. The others hear of it through PEER_DOWN (unless
+ * --no-peer-down, or no reset was sent) and must elect a new leader within
+ * the liveness bound; the time that takes is the failover figure, kept apart
+ * for clusters where only voters of lower priority survive (they must first
+ * decay their target priority, one election round each). */
+static void failover(struct sim *s)
+{
+    struct snode *l = current_leader(s);
+    if (l == NULL)
+        return;
+    const struct raft_config *c = raft_config(l->r);
+    int kind = 1;
+    for (uint32_t i = 0; i < c->n; i++)
+        if (c->nodes[i].id != l->id && c->nodes[i].role == RAFT_VOTER &&
+            c->nodes[i].priority == raft_priority(l->r))
+            kind = 0;
+    uint64_t term = raft_term(l->r), t0 = s->now;
+    unsigned long long old = (unsigned long long)l->id;
+    sim_trace(s, "settled leader %llu crashes", old);
+    node_crash(s, l);
+    for (;;) {
+        if (s->violation[0] || stopped(s))
+            return;
+        struct snode *n = current_leader(s);
+        if (n != NULL && raft_term(n->r) > term)
+            break;
+        if (s->now > t0 + LIVENESS_BOUND_MS) {
+            sim_fail(s, "liveness: no leader elected %llu ms after the settled leader %llu crashed",
+                     (unsigned long long)(s->now - t0), old);
+            return;
+        }
+        one_step(s);
+    }
+    if (s->stats == NULL)
+        return;
+    struct sim_stats *st = s->stats;
+    uint64_t d = s->now - t0, b = d / SIM_HIST_MS;
+    st->clean_n[kind]++;
+    st->clean_sum[kind] += d;
+    st->clean_max[kind] = d > st->clean_max[kind] ? d : st->clean_max[kind];
+    st->clean_fast[kind] += d < s->opts.election_timeout_ms;
+    st->clean_hist[kind][b < SIM_HIST_BUCKETS ? b : SIM_HIST_BUCKETS - 1]++;
+}
+
 int sim_run(struct sim *s, uint64_t seed, int layout, long steps, struct sim_stats *stats)
 {
     int trace = s->trace;
     long stop_at = s->stop_at_step;
+    bool no_peer_down = s->no_peer_down;
     memset(s, 0, sizeof(*s));
     s->trace = trace;
     s->stop_at_step = stop_at;
+    s->no_peer_down = no_peer_down;
     s->seed = seed;
     s->layout = layout;
     s->steps_max = steps;
@@ -1008,9 +1178,12 @@ int sim_run(struct sim *s, uint64_t seed, int layout, long steps, struct sim_sta
     }
     s->faults = true;
     uint32_t fault_pm = (uint32_t)rnd(s, 5, 40);
+    uint32_t spurious_pm = (uint32_t)rnd(s, 0, 10);
     while (s->violation[0] == 0 && s->step < steps && !stopped(s)) {
         if (chance(s, fault_pm))
             inject_fault(s);
+        if (chance(s, spurious_pm))
+            spurious_peer_down(s);
         if (s->violation[0])
             break;
         one_step(s);
@@ -1020,6 +1193,10 @@ int sim_run(struct sim *s, uint64_t seed, int layout, long steps, struct sim_sta
     bool faults_done = s->violation[0] == 0 && s->step >= steps;
     if (faults_done)
         liveness(s);
+    if (faults_done && s->violation[0] == 0 && !stopped(s))
+        spurious_check(s);
+    if (faults_done && s->violation[0] == 0 && !stopped(s))
+        failover(s);
     if (faults_done && s->violation[0] == 0 && !stopped(s))
         check_logs(s);
     if (stats) {

@@ -17,6 +17,8 @@
 
 #define SIM_MAX_NODES 9
 #define SIM_CLUSTER_ID 0xfe77ull
+#define SIM_HIST_MS 25
+#define SIM_HIST_BUCKETS 400
 
 enum sim_layout { SIM_3 = 0, SIM_5 = 1, SIM_2W = 2 };
 
@@ -76,6 +78,13 @@ struct snode {
 struct sim_stats {
     uint64_t seeds, steps, sim_ms, proposals, commits, elections, snapshots_installed;
     uint64_t crashes, partitions, transfers, member_changes, rejects_seen;
+    uint64_t peer_downs, spurious_peer_downs; /* RAFT_EV_PEER_DOWN delivered; of them spurious */
+    /* leader crash to the next leader elected, during the fault phase */
+    uint64_t failover_n, failover_sum, failover_max, failover_fast, failover_open;
+    /* after the liveness phase the settled leader crashes on a healthy network;
+     * [0]: a voter of its priority survives it, [1]: only lower priorities do */
+    uint64_t clean_n[2], clean_sum[2], clean_max[2], clean_fast[2];
+    uint64_t clean_hist[2][SIM_HIST_BUCKETS]; /* by SIM_HIST_MS ms; the last one is open-ended */
     /* liveness, in simulated ms */
     uint64_t first_elect_n, first_elect_sum, first_elect_max;
     uint64_t heal_elect_n, heal_elect_sum, heal_elect_max;
@@ -88,7 +97,8 @@ struct sim {
     int layout;
     long steps_max;
     int verbose;
-    int trace; /* keep a trace ring */
+    int trace;         /* keep a trace ring */
+    bool no_peer_down; /* comparison runs: PEER_DOWN events are drawn but never delivered */
 
     struct rng rng;
     uint64_t now;
@@ -105,7 +115,13 @@ struct sim {
     /* network */
     uint32_t loss_pm, dup_pm, delay_min, delay_max;
     bool cut[SIM_MAX_NODES][SIM_MAX_NODES];
+    /* the latest delivery scheduled from one slot to another */
+    uint64_t net_last[SIM_MAX_NODES][SIM_MAX_NODES];
     bool faults; /* safety phase: faults are being injected */
+
+    /* failover latency: the leader crashed at this time in this term */
+    bool leader_crashed;
+    uint64_t leader_crash_ms, leader_crash_term;
 
     /* workload */
     uint64_t payload_seq;

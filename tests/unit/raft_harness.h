@@ -246,6 +246,14 @@ static inline int h_recv(struct hcluster *h, int id, const struct raft_msg *m)
     return h_step(h, id, &ev);
 }
 
+/* Tell node id that its link to node `about` was lost (RAFT_EV_PEER_DOWN). */
+static inline int h_peer_down(struct hcluster *h, int id, int about)
+{
+    struct raft_event ev = {.type = RAFT_EV_PEER_DOWN};
+    ev.u.node_id = (uint64_t)about;
+    return h_step(h, id, &ev);
+}
+
 /* Count messages of a type in node id's last update. */
 static inline int h_count_msgs(struct hcluster *h, int id, uint8_t type)
 {

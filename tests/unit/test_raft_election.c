@@ -1,6 +1,6 @@
 /* test_raft_election.c - raft/core elections: pre-vote, check-quorum,
- * stickiness, one vote per term, the no-op, priorities and rejection of
- * foreign or unknown senders. One test per rule. */
+ * stickiness, one vote per term, the no-op, priorities, rejection of foreign
+ * or unknown senders, and prompt failover on PEER_DOWN. One test per rule. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -234,6 +234,168 @@ static void test_single_node(void **state)
     h_free(&h);
 }
 
+/* Prompt failover: when the leader's process dies, each follower's link to it
+ * resets and the follower runs its pre-vote at once. The first one to hear is
+ * refused by the other, which still holds the leader's lease; once the other
+ * hears too it grants, and a new leader is elected with no timer involved. */
+static void test_peer_down_leader_crash_fails_over_at_once(void **state)
+{
+    (void)state;
+    struct hcluster h;
+    h_init(&h, 3, NULL, NULL);
+    h_run(&h, 500);
+    int l = h_leader(&h);
+    int f = l == 1 ? 2 : 1, g = 6 - l - f;
+    uint64_t term = raft_term(h.n[l].r);
+    h.n[l].down = 1; /* the leader's process dies */
+    uint64_t t0 = h.now;
+    assert_true(h.n[f].up.deadline_ms > t0 && h.n[g].up.deadline_ms > t0);
+
+    assert_int_equal(h_peer_down(&h, f, l), 0);
+    assert_int_equal(raft_role(h.n[f].r), RAFT_PRECANDIDATE);
+    assert_int_equal(raft_leader(h.n[f].r), 0);
+    assert_int_equal(raft_term(h.n[f].r), term);
+    assert_int_equal(h_count_msgs(&h, f, RAFT_MSG_VOTE), 2);
+    for (uint32_t i = 0; i < h.n[f].up.n_msgs; i++) {
+        assert_int_equal(h.n[f].up.msgs[i].u.vote.pre_vote, 1);
+        assert_int_equal(h.n[f].up.msgs[i].term, term + 1);
+    }
+    h_deliver(&h);
+    assert_int_equal(raft_leader(h.n[g].r), l); /* still in lease: refused */
+    assert_int_equal(raft_term(h.n[g].r), term);
+
+    assert_int_equal(h_peer_down(&h, g, l), 0);
+    h_deliver(&h);
+    int l2 = h_leader(&h);
+    assert_true(l2 == f || l2 == g);
+    assert_int_equal(raft_term(h.n[l2].r), term + 1);
+    assert_int_equal(h.now, t0);
+    assert_int_equal(h_propose(&h, l2, "after failover"), 0);
+    h_run(&h, 20);
+    assert_int_equal(raft_commit_index(h.n[6 - l - l2].r), raft_last_index(h.n[l2].r));
+    h_free(&h);
+}
+
+/* PEER_DOWN about anyone but this follower's leader, or at a leader, a
+ * pre-candidate or a learner, changes nothing and sends nothing. */
+static void test_peer_down_not_about_leader_ignored(void **state)
+{
+    (void)state;
+    struct hcluster h;
+    h_init(&h, 3, NULL, NULL);
+    h_run(&h, 500);
+    int l = h_leader(&h);
+    int f = l == 1 ? 2 : 1, g = 6 - l - f;
+    uint64_t term = raft_term(h.n[l].r);
+    int about[] = {g, 0, 5};
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(h_peer_down(&h, f, about[i]), 0);
+        assert_int_equal(raft_role(h.n[f].r), RAFT_FOLLOWER);
+        assert_int_equal(raft_leader(h.n[f].r), l);
+        assert_int_equal(h.n[f].up.n_msgs, 0);
+        assert_false(h.n[f].up.flags & (RAFT_UPDATE_ROLE | RAFT_UPDATE_STATE));
+    }
+    assert_int_equal(h_peer_down(&h, l, f), 0); /* the leader loses a follower */
+    assert_int_equal(raft_role(h.n[l].r), RAFT_LEADER);
+    assert_false(h.n[l].up.flags & (RAFT_UPDATE_ROLE | RAFT_UPDATE_STATE));
+
+    /* A learner never campaigns, so it keeps its leader and waits. */
+    struct raft_config c = *raft_config(h.n[l].r);
+    c.nodes[c.n++] = (struct raft_node){4, RAFT_LEARNER, 1};
+    h_spawn(&h, 4, &c);
+    struct raft_event ev = {.type = RAFT_EV_ADD_LEARNER};
+    ev.u.add_learner.id = 4;
+    ev.u.add_learner.priority = 1;
+    assert_int_equal(h_step(&h, l, &ev), 0);
+    h_run(&h, 50);
+    assert_int_equal(raft_leader(h.n[4].r), l);
+    assert_int_equal(h_peer_down(&h, 4, l), 0);
+    assert_int_equal(raft_role(h.n[4].r), RAFT_FOLLOWER);
+    assert_int_equal(raft_leader(h.n[4].r), l);
+    assert_int_equal(h.n[4].up.n_msgs, 0);
+
+    /* A pre-candidate has no leader to lose. */
+    h_isolate(&h, g, 1);
+    h_run(&h, 250);
+    assert_int_equal(raft_role(h.n[g].r), RAFT_PRECANDIDATE);
+    assert_int_equal(h_peer_down(&h, g, l), 0);
+    assert_int_equal(raft_role(h.n[g].r), RAFT_PRECANDIDATE);
+    assert_int_equal(h.n[g].up.n_msgs, 0);
+    for (int i = 1; i <= 4; i++)
+        assert_int_equal(raft_term(h.n[i].r), term);
+    h_free(&h);
+}
+
+/* A spurious PEER_DOWN (the link dropped, the leader lives) at one follower
+ * of a 3-node cluster: it runs a pre-vote, which the other follower (still
+ * hearing the leader) and the leader ignore; nobody's term changes, nobody
+ * else is elected, and the next heartbeat makes it a follower again. */
+static void test_spurious_peer_down_keeps_healthy_leader(void **state)
+{
+    (void)state;
+    struct hcluster h;
+    h_init(&h, 3, NULL, NULL);
+    h_run(&h, 500);
+    int l = h_leader(&h);
+    int f = l == 1 ? 2 : 1, g = 6 - l - f;
+    uint64_t term = raft_term(h.n[l].r);
+    uint64_t vote_g = raft_vote(h.n[g].r);
+    for (int i = 1; i <= 3; i++)
+        h.n[i].was_leader = 0;
+
+    assert_int_equal(h_peer_down(&h, f, l), 0);
+    assert_int_equal(raft_role(h.n[f].r), RAFT_PRECANDIDATE);
+    assert_int_equal(h_count_msgs(&h, f, RAFT_MSG_VOTE), 2);
+    h_deliver(&h);
+    assert_int_equal(raft_term(h.n[g].r), term);
+    assert_int_equal(raft_vote(h.n[g].r), vote_g);
+    assert_int_equal(raft_leader(h.n[g].r), l);
+    assert_int_equal(raft_role(h.n[l].r), RAFT_LEADER);
+    assert_int_equal(raft_term(h.n[l].r), term);
+
+    h_run(&h, 300); /* three election timeouts */
+    assert_int_equal(h_leader(&h), l);
+    for (int i = 1; i <= 3; i++) {
+        assert_int_equal(raft_term(h.n[i].r), term);
+        assert_int_equal(raft_leader(h.n[i].r), l);
+        if (i != l)
+            assert_false(h.n[i].was_leader);
+    }
+    assert_int_equal(raft_role(h.n[f].r), RAFT_FOLLOWER);
+    assert_int_equal(h_propose(&h, l, "still leading"), 0);
+    h_run(&h, 20);
+    assert_int_equal(raft_commit_index(h.n[f].r), raft_last_index(h.n[l].r));
+    h_free(&h);
+}
+
+/* PEER_DOWN runs the election timer's round early, priority rules and all:
+ * followers below their target priority (here a witness and a priority-1
+ * node whose target is 2) forget the leader and decay their target, but do
+ * not campaign; the next round of the priority-1 node elects it. */
+static void test_peer_down_keeps_priority_rules(void **state)
+{
+    (void)state;
+    int prio[3] = {2, 1, 0};
+    struct hcluster h;
+    h_init(&h, 3, prio, NULL);
+    h_run(&h, 1000);
+    assert_int_equal(h_leader(&h), 1);
+    uint64_t term = raft_term(h.n[1].r);
+    h.n[1].down = 1;
+    for (int i = 2; i <= 3; i++) {
+        assert_int_equal(raft_target_priority(h.n[i].r), 2);
+        assert_int_equal(h_peer_down(&h, i, 1), 0);
+        assert_int_equal(raft_role(h.n[i].r), RAFT_FOLLOWER);
+        assert_int_equal(raft_leader(h.n[i].r), 0);
+        assert_int_equal(h_count_msgs(&h, i, RAFT_MSG_VOTE), 0);
+        assert_int_equal(raft_target_priority(h.n[i].r), 1);
+    }
+    h_run(&h, 250);
+    assert_int_equal(h_leader(&h), 2);
+    assert_int_equal(raft_term(h.n[2].r), term + 1);
+    h_free(&h);
+}
+
 static void test_init_validates(void **state)
 {
     (void)state;
@@ -266,6 +428,10 @@ int main(void)
         cmocka_unit_test(test_highest_priority_leads),
         cmocka_unit_test(test_foreign_and_unknown_rejected),
         cmocka_unit_test(test_single_node),
+        cmocka_unit_test(test_peer_down_leader_crash_fails_over_at_once),
+        cmocka_unit_test(test_peer_down_not_about_leader_ignored),
+        cmocka_unit_test(test_spurious_peer_down_keeps_healthy_leader),
+        cmocka_unit_test(test_peer_down_keeps_priority_rules),
         cmocka_unit_test(test_init_validates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -1,6 +1,7 @@
 /* test_rtransport.c - the Raft transport over real libuv loops on loopback:
- * delivery and order, handshake refusals, restart and redial, peer-down,
- * backpressure and payload sizes. Every wait is bounded by a uv timer. */
+ * delivery and order, handshake refusals and timeouts, restart and redial,
+ * peer-down, backpressure and payload sizes. Every wait is bounded by a uv
+ * timer. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -341,12 +342,17 @@ static void test_send_errors_and_config_checks(void **state)
 
 /* ---- refusals ------------------------------------------------------------ */
 
-/* A raw TCP client: connects, writes `out`, records everything it reads. */
+/* A raw TCP client: connects, writes `out` (if any), then `later` (if any)
+ * later_ms after that, and records everything it reads. */
 struct raw {
     uv_tcp_t tcp;
     uv_connect_t creq;
     uv_write_t wreq;
+    uv_write_t wreq_later;
+    uv_timer_t timer;
     struct buf out;
+    struct buf later;
+    unsigned later_ms;
     struct buf in;
     int eof;
 };
@@ -378,13 +384,24 @@ static void raw_written(uv_write_t *req, int status)
     (void)status;
 }
 
+static void raw_write_later(uv_timer_t *timer)
+{
+    struct raw *r = timer->data;
+    uv_buf_t b = uv_buf_init((char *)r->later.data, (unsigned)r->later.len);
+    assert_int_equal(uv_write(&r->wreq_later, (uv_stream_t *)&r->tcp, &b, 1, raw_written), 0);
+}
+
 static void raw_connected(uv_connect_t *req, int status)
 {
     struct raw *r = req->data;
     assert_int_equal(status, 0);
     uv_read_start((uv_stream_t *)&r->tcp, raw_alloc, raw_read);
-    uv_buf_t b = uv_buf_init((char *)r->out.data, (unsigned)r->out.len);
-    assert_int_equal(uv_write(&r->wreq, (uv_stream_t *)&r->tcp, &b, 1, raw_written), 0);
+    if (r->out.len > 0) {
+        uv_buf_t b = uv_buf_init((char *)r->out.data, (unsigned)r->out.len);
+        assert_int_equal(uv_write(&r->wreq, (uv_stream_t *)&r->tcp, &b, 1, raw_written), 0);
+    }
+    if (r->later.len > 0)
+        uv_timer_start(&r->timer, raw_write_later, r->later_ms, 0);
 }
 
 static void raw_connect(struct raw *r, uv_loop_t *loop, uint16_t port)
@@ -392,7 +409,9 @@ static void raw_connect(struct raw *r, uv_loop_t *loop, uint16_t port)
     struct sockaddr_in sa;
     uv_ip4_addr("127.0.0.1", port, &sa);
     uv_tcp_init(loop, &r->tcp);
+    uv_timer_init(loop, &r->timer);
     r->tcp.data = r;
+    r->timer.data = r;
     r->creq.data = r;
     assert_int_equal(uv_tcp_connect(&r->creq, &r->tcp, (const struct sockaddr *)&sa, raw_connected),
                      0);
@@ -401,11 +420,13 @@ static void raw_connect(struct raw *r, uv_loop_t *loop, uint16_t port)
 static void raw_close(struct raw *r)
 {
     uv_close((uv_handle_t *)&r->tcp, NULL);
+    uv_close((uv_handle_t *)&r->timer, NULL);
 }
 
 static void raw_free(struct raw *r)
 {
     buf_free(&r->out);
+    buf_free(&r->later);
     buf_free(&r->in);
 }
 
@@ -581,6 +602,102 @@ static void test_close_oversized_frame(void **state)
     buf_append_u32(&b, (2u << 20) + 1); /* frame_bytes_max is 2 MiB */
     buf_append_u8(&b, 4);
     raw_case(&b, RTRANSPORT_REJECT_OVERSIZED, "exceeds frame_bytes_max", 1);
+}
+
+/* ---- handshake timeout ------------------------------------------------------- */
+
+static int both_raw_eof(void *ctx)
+{
+    struct raw *r = ctx;
+    return r[0].eof && r[1].eof;
+}
+
+/* A client that connects and sends nothing, and one that stops halfway
+ * through its HELLO, are both closed after handshake_timeout_ms, told why,
+ * and counted as "timeout". */
+static void test_silent_connection_times_out(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    setup_members(3);
+    struct node a;
+    struct rtransport_config cfg = base_config(1);
+    cfg.handshake_timeout_ms = 100;
+    node_start_cfg(&a, &loop, &cfg);
+    struct raw r[2];
+    memset(r, 0, sizeof r);
+    struct buf hello;
+    buf_init(&hello);
+    put_hello(&hello, CLUSTER, 3);
+    buf_append(&r[1].out, hello.data, 10);
+    buf_free(&hello);
+    raw_connect(&r[0], &loop, members[0].port);
+    raw_connect(&r[1], &loop, members[0].port);
+    run_until(&loop, both_raw_eof, r, WAIT_MS);
+    const struct rtransport_stats *st = rtransport_stats(&a.t);
+    assert_int_equal(st->rejected[RTRANSPORT_REJECT_TIMEOUT], 2);
+    assert_int_equal(st->accepted, 0);
+    assert_non_null(strstr(st->last_reject, "no handshake within 100 ms"));
+    assert_string_equal(rtransport_reject_name(RTRANSPORT_REJECT_TIMEOUT), "timeout");
+    for (int i = 0; i < 2; i++) { /* a REFUSE frame, and nothing else */
+        assert_true(r[i].in.len > 5);
+        assert_int_equal(r[i].in.data[4], 3);
+        assert_int_equal(get_u32(r[i].in.data) + 4, r[i].in.len);
+        raw_close(&r[i]);
+    }
+    node_close(&a);
+    finish(&loop);
+    for (int i = 0; i < 2; i++)
+        raw_free(&r[i]);
+}
+
+static int got_msg_from_3(void *ctx)
+{
+    return ((struct node *)ctx)->recv[3] >= 1;
+}
+
+/* A HELLO that arrives slowly, in two parts, but within handshake_timeout_ms
+ * is accepted, and the connection then outlives the timeout. */
+static void test_slow_hello_accepted(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    setup_members(3);
+    struct node a;
+    struct rtransport_config cfg = base_config(1);
+    cfg.handshake_timeout_ms = 500;
+    node_start_cfg(&a, &loop, &cfg);
+    struct raw r;
+    memset(&r, 0, sizeof r);
+    struct buf b;
+    buf_init(&b);
+    put_hello(&b, CLUSTER, 3);
+    uint8_t seq0[4] = {0, 0, 0, 0};
+    put_frame(&b, 4, seq0, sizeof seq0);
+    buf_append(&r.out, b.data, 10);
+    buf_append(&r.later, b.data + 10, b.len - 10);
+    buf_free(&b);
+    r.later_ms = 150;
+    raw_connect(&r, &loop, members[0].port);
+    run_until(&loop, got_msg_from_3, &a, WAIT_MS);
+    const struct rtransport_stats *st = rtransport_stats(&a.t);
+    assert_int_equal(st->accepted, 1);
+    assert_int_equal(r.in.len, 9); /* ACCEPT from node 1 */
+    assert_int_equal(r.in.data[4], 2);
+    assert_int_equal(get_u32(r.in.data + 5), 1);
+    run_for(&loop, 2 * cfg.handshake_timeout_ms);
+    assert_false(r.eof);
+    assert_int_equal(st->rejected[RTRANSPORT_REJECT_TIMEOUT], 0);
+    struct rtransport_peer_stats ps;
+    assert_int_equal(rtransport_peer_stats(&a.t, 3, &ps), 0);
+    assert_true(ps.inbound);
+    assert_false(a.bad);
+    raw_close(&r);
+    node_close(&a);
+    finish(&loop);
+    raw_free(&r);
 }
 
 /* ---- restart, peer down ---------------------------------------------------- */
@@ -776,6 +893,8 @@ int main(void)
         cmocka_unit_test(test_refuse_wrong_source_address),
         cmocka_unit_test(test_refuse_garbage),
         cmocka_unit_test(test_close_oversized_frame),
+        cmocka_unit_test(test_silent_connection_times_out),
+        cmocka_unit_test(test_slow_hello_accepted),
         cmocka_unit_test(test_peer_restart_redials_and_reports_down),
         cmocka_unit_test(test_backpressure_busy_and_bounded),
         cmocka_unit_test(test_odd_payload_sizes),

@@ -149,6 +149,7 @@ void election_reset_timer(struct raft *r);
 void become_follower(struct raft *r, uint64_t term, uint64_t leader);
 void become_leader(struct raft *r);
 void election_timeout(struct raft *r);
+void peer_down(struct raft *r, uint64_t id);
 void campaign(struct raft *r, bool pre, bool transfer);
 void recv_vote(struct raft *r, const struct raft_msg *m);
 void recv_vote_resp(struct raft *r, const struct raft_msg *m);

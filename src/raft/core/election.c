@@ -14,6 +14,9 @@
  * if its priority is at least its target, and votes only for candidates whose
  * priority is at least its target. A witness (priority 0) therefore campaigns,
  * and is voted for, only once several rounds failed to elect anyone else.
+ *
+ * A follower told that its link to the leader was lost (RAFT_EV_PEER_DOWN)
+ * runs that round at once rather than waiting for its timer.
  */
 #include <string.h>
 
@@ -177,6 +180,28 @@ void election_timeout(struct raft *r)
     priority_decay(r);
     if (eligible)
         campaign(r, true, false);
+}
+
+/* The driver lost its link to node id (RAFT_EV_PEER_DOWN): most likely the
+ * process died and its kernel reset the connection. If that is the leader of
+ * this follower, forget it - its lease ends, so this node grants the pre-votes
+ * of others - and run the election timer's round now instead of 1-2 timeouts
+ * later; the priority and witness rules apply unchanged (election_timeout).
+ * A node that may not campaign (a learner) keeps waiting for its timer, and
+ * so does everyone about any other node. A spurious report (the link dropped,
+ * the leader lives) costs one pre-vote round: every follower still hearing
+ * the leader is in lease and ignores it, and the leader's next heartbeat
+ * makes this node its follower again. */
+void peer_down(struct raft *r, uint64_t id)
+{
+    if (r->role != RAFT_FOLLOWER || id == 0 || id != r->leader_id || campaign_priority(r) < 0)
+        return;
+    become_follower(r, r->term, 0);
+#if RAFT_MUTATION == 4
+    campaign(r, false, false); /* deliberately wrong: skips the pre-vote, deposing a live leader */
+#else
+    election_timeout(r);
+#endif
 }
 
 static bool log_up_to_date(const struct raft *r, const struct raft_msg *m)

@@ -477,6 +477,9 @@ int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *u
     case RAFT_EV_TRANSFER:
         rc = transfer_start(r, ev->u.node_id);
         break;
+    case RAFT_EV_PEER_DOWN:
+        peer_down(r, ev->u.node_id);
+        break;
     default:
         rc = FERRY_EINVAL;
         break;

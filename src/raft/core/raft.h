@@ -51,6 +51,19 @@
  *  9. Call raft_step with RAFT_EV_TICK when the clock reaches deadline_ms (or
  *     earlier; any event with a later now_ms also runs expired timers).
  *
+ * PEER DOWN: when the transport reports that an established connection to a
+ * peer was lost (reset or closed: its process most likely died), call
+ * raft_step with RAFT_EV_PEER_DOWN {node_id}. A follower whose leader is
+ * node_id and that may campaign (a voter; the priority and witness rules
+ * apply as usual) forgets that leader - its lease ends, so it grants others'
+ * pre-votes - and acts as if its election timer fired now: it starts a
+ * pre-vote at once instead of after 1-2 election timeouts. In every other
+ * case (another node, a learner, a leader or a candidate) the event does
+ * nothing. It is only a hint and never affects safety: a spurious one (the
+ * link dropped but the leader lives) costs one pre-vote round that the
+ * followers still hearing the leader ignore (stickiness), and the leader's
+ * next heartbeat makes this node its follower again.
+ *
  * A client's proposal is acknowledged only once its entry (proposed_index,
  * proposed_term) has been applied with that same term.
  *
@@ -220,6 +233,7 @@ enum raft_event_type {
     RAFT_EV_PROMOTE = 7,        /* membership: make a caught-up learner a voter */
     RAFT_EV_REMOVE = 8,         /* membership: remove a node (the leader too) */
     RAFT_EV_TRANSFER = 9,       /* hand leadership to node id (0: the best candidate) */
+    RAFT_EV_PEER_DOWN = 10,     /* the link to node id was lost (connection reset or closed) */
 };
 
 struct raft_event {
@@ -243,7 +257,7 @@ struct raft_event {
             uint64_t id;
             uint8_t priority;
         } add_learner;
-        uint64_t node_id; /* PROMOTE, REMOVE, TRANSFER */
+        uint64_t node_id; /* PROMOTE, REMOVE, TRANSFER, PEER_DOWN */
     } u;
 };
 

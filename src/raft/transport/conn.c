@@ -9,6 +9,12 @@
  * rbuf never grows past the frame limit of the connection's state. Frames are
  * handled in order; a callback may close the connection or the whole
  * transport, so the loop re-checks the state after each frame.
+ *
+ * An accepted connection has a timer: it must deliver its whole HELLO within
+ * handshake_timeout_ms, and once refused its REFUSE frame must be written
+ * within as long again, or it is closed. So a silent or stalled client holds
+ * a connection for a bounded time. The connection is freed when both its
+ * handles are closed.
  */
 #include "raft/transport/transport_int.h"
 
@@ -45,11 +51,19 @@ struct conn *conn_new(struct rtransport *t, int outbound)
     buf_init(&c->refuse);
     int rc = uv_tcp_init(t->loop, &c->tcp);
     assert(rc == 0);
-    (void)rc;
     c->tcp.data = c;
     c->creq.data = c;
     c->wreq.data = c;
+    c->open_handles = 1;
     t->handles++;
+    if (!outbound) {
+        rc = uv_timer_init(t->loop, &c->timer);
+        assert(rc == 0);
+        c->timer.data = c;
+        c->open_handles++;
+        t->handles++;
+    }
+    (void)rc;
     list_insert_tail(&t->conns, &c->link);
     snprintf(c->name, sizeof c->name, "?");
     return c;
@@ -76,6 +90,23 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     }
     if (nread > 0)
         conn_on_bytes(c, (const uint8_t *)b->base, (size_t)nread);
+}
+
+static void on_deadline(uv_timer_t *timer)
+{
+    struct conn *c = timer->data;
+    if (c->state == CONN_HANDSHAKE)
+        conn_reject(c, RTRANSPORT_REJECT_TIMEOUT,
+                    "no handshake within %u ms (handshake_timeout_ms)", c->t->handshake_timeout_ms);
+    else if (c->state == CONN_REFUSING)
+        conn_close(c); /* the REFUSE frame could not be written in time */
+}
+
+/* (Re)start an accepted connection's deadline: handshake_timeout_ms from now. */
+void conn_arm_deadline(struct conn *c)
+{
+    assert(!c->outbound);
+    uv_timer_start(&c->timer, on_deadline, c->t->handshake_timeout_ms, 0);
 }
 
 void conn_start_reading(struct conn *c)
@@ -157,6 +188,8 @@ void conn_close(struct conn *c)
         p->in = NULL;
         p->stats.inbound = 0;
     }
+    if (!c->outbound)
+        uv_close((uv_handle_t *)&c->timer, on_closed);
     uv_close((uv_handle_t *)&c->tcp, on_closed);
 }
 
@@ -164,6 +197,9 @@ static void on_closed(uv_handle_t *h)
 {
     struct conn *c = h->data;
     struct rtransport *t = c->t;
+    t->handles--;
+    if (--c->open_handles > 0)
+        return;
     struct rtransport_peer *p = c->outbound ? c->peer : NULL;
     int down = c->was_up;
     list_remove(&c->link);
@@ -171,7 +207,6 @@ static void on_closed(uv_handle_t *h)
     buf_free(&c->wbuf);
     buf_free(&c->refuse);
     ferry_free(c);
-    t->handles--;
     if (!t->closing && p != NULL) {
         peer_schedule_redial(p);
         if (down && t->cb.on_peer_down != NULL)
@@ -206,6 +241,7 @@ void conn_reject(struct conn *c, int reason, const char *fmt, ...)
     frame_put_header(out, FRAME_REFUSE, (uint32_t)n);
     buf_append(out, why, n);
     c->state = CONN_REFUSING;
+    conn_arm_deadline(c);
     if (!c->writing)
         conn_write(c);
 }

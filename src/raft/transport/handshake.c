@@ -7,9 +7,11 @@
  * The acceptor checks, in order: the frame is a HELLO of the right size with
  * the magic (else "malformed"), the version, the cluster id, that the node id
  * is a configured member other than itself, and with verify_ip that the
- * connection comes from the member's configured address. A new accepted link
- * from a node replaces an older one (the peer restarted or redialled).
- * The dialer checks that ACCEPT names the node it meant to reach.
+ * connection comes from the member's configured address. A connection whose
+ * whole HELLO has not arrived within handshake_timeout_ms is refused too
+ * ("timeout", conn.c). A new accepted link from a node replaces an older one
+ * (the peer restarted or redialled). The dialer checks that ACCEPT names the
+ * node it meant to reach.
  */
 #include "raft/transport/transport_int.h"
 
@@ -21,7 +23,7 @@
 #include <string.h>
 
 static const char *const reject_names[RTRANSPORT_REJECT_COUNT] = {
-    "malformed", "version", "cluster", "unknown-node", "address", "oversized",
+    "malformed", "version", "cluster", "unknown-node", "address", "oversized", "timeout",
 };
 
 const char *rtransport_reject_name(int reason)
@@ -92,6 +94,7 @@ static int accept_peer(struct conn *c, struct rtransport_peer *p)
     p->stats.inbound = 1;
     c->peer = p;
     c->state = CONN_READY;
+    uv_timer_stop(&c->timer);
     t->stats.accepted++;
     snprintf(c->name, sizeof c->name, "node %u (inbound)", p->id);
     log_info(LOG_MOD, "accepted connection from node %u", p->id);

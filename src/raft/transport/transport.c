@@ -134,6 +134,7 @@ int rtransport_init(struct rtransport *t, uv_loop_t *loop, const struct rtranspo
     if (t->redial_ms_max < t->redial_ms_min)
         t->redial_ms_max = t->redial_ms_min;
     t->connect_timeout_ms = cfg->connect_timeout_ms ? cfg->connect_timeout_ms : 3000;
+    t->handshake_timeout_ms = cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : 3000;
     t->verify_ip = cfg->verify_ip;
     rng_seed(&t->rng, cfg->seed);
     list_init(&t->conns);
@@ -263,6 +264,7 @@ static void on_connection(uv_stream_t *server, int status)
         }
     }
     snprintf(c->name, sizeof c->name, "%.46s:%u", host, port); /* INET6_ADDRSTRLEN */
+    conn_arm_deadline(c);
     conn_start_reading(c);
 }
 

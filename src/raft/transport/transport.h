@@ -42,7 +42,8 @@ enum rtransport_reject {
     RTRANSPORT_REJECT_UNKNOWN_NODE = 3, /* node id not a configured member */
     RTRANSPORT_REJECT_ADDRESS = 4,   /* verify_ip on and the source address is not the member's */
     RTRANSPORT_REJECT_OVERSIZED = 5, /* frame larger than frame_bytes_max */
-    RTRANSPORT_REJECT_COUNT = 6
+    RTRANSPORT_REJECT_TIMEOUT = 6,   /* no complete HELLO within handshake_timeout_ms */
+    RTRANSPORT_REJECT_COUNT = 7
 };
 
 /* Short name of a reject reason ("cluster"); never NULL. */
@@ -61,14 +62,15 @@ struct rtransport_config {
     uint16_t listen_port;    /* 0: any free port (rtransport_port tells which) */
     const char *source_host; /* NULL: the OS picks the source address of dials */
     const struct rtransport_member *members;
-    uint32_t n_members;          /* at most RTRANSPORT_MAX_MEMBERS, self included */
-    uint32_t frame_bytes_max;    /* largest frame, header included; 0: 32 MiB + 64 KiB */
-    size_t send_queue_bytes_max; /* unsent bytes per peer; >= frame_bytes_max; 0: 2 frames */
-    uint32_t redial_ms_min;      /* first redial delay; 0: 50 */
-    uint32_t redial_ms_max;      /* cap of the exponential backoff; 0: 2000 */
-    uint32_t connect_timeout_ms; /* dial to ACCEPT; 0: 3000 */
-    int verify_ip;               /* verify_replication_node_ip */
-    uint64_t seed;               /* jitter of the redial backoff */
+    uint32_t n_members;            /* at most RTRANSPORT_MAX_MEMBERS, self included */
+    uint32_t frame_bytes_max;      /* largest frame, header included; 0: 32 MiB + 64 KiB */
+    size_t send_queue_bytes_max;   /* unsent bytes per peer; >= frame_bytes_max; 0: 2 frames */
+    uint32_t redial_ms_min;        /* first redial delay; 0: 50 */
+    uint32_t redial_ms_max;        /* cap of the exponential backoff; 0: 2000 */
+    uint32_t connect_timeout_ms;   /* dial to ACCEPT; 0: 3000 */
+    uint32_t handshake_timeout_ms; /* accepted connection to its whole HELLO; 0: 3000 */
+    int verify_ip;                 /* verify_replication_node_ip */
+    uint64_t seed;                 /* jitter of the redial backoff */
 };
 
 #define RTRANSPORT_MAX_MEMBERS 64
@@ -129,6 +131,7 @@ struct rtransport {
     uint32_t redial_ms_min;
     uint32_t redial_ms_max;
     uint32_t connect_timeout_ms;
+    uint32_t handshake_timeout_ms;
     int verify_ip;
     struct rng rng;
     struct rtransport_peer *peers;

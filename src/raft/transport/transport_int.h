@@ -34,6 +34,8 @@ enum conn_state {
 
 struct conn {
     uv_tcp_t tcp;
+    uv_timer_t timer; /* inbound only: the handshake deadline, then the REFUSE's */
+    int open_handles; /* handles of this connection not yet closed (tcp, timer) */
     uv_connect_t creq;
     uv_write_t wreq;
     struct rtransport *t;
@@ -78,6 +80,7 @@ void peer_connected(struct rtransport_peer *p);
 /* conn.c */
 struct conn *conn_new(struct rtransport *t, int outbound);
 void conn_start_reading(struct conn *c);
+void conn_arm_deadline(struct conn *c);
 int conn_write(struct conn *c);
 void conn_on_bytes(struct conn *c, const uint8_t *p, size_t n);
 void conn_close(struct conn *c);
