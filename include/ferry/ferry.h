@@ -123,6 +123,9 @@ typedef struct ferry_options {
                                     client stops reading from the server; 0 = 64 MiB */
     ferry_error_cb on_error;     /* may be NULL */
     void *on_error_arg;
+    int any_node;                /* 1: a monitoring connection, accepted by any node of a
+                                    cluster, leader or not; only ferry_status and
+                                    ferry_ping work on it */
 } ferry_options_t;
 
 /* Fill o with the defaults (all zero / NULL). */

@@ -272,11 +272,18 @@ int cli_opt_duration_ms(const struct cli_cmd *cmd, const char *opt, const char *
 int cli_connect(const struct cli_global *g, const struct cli_args *a, uint32_t window,
                 ferry_client_t **out)
 {
+    return cli_connect_opts(g, a, window, 0, out);
+}
+
+int cli_connect_opts(const struct cli_global *g, const struct cli_args *a, uint32_t window,
+                     int any_node, ferry_client_t **out)
+{
     ferry_options_t o;
     ferry_options_init(&o);
     o.servers = a->servers ? a->servers : g->servers;
     o.client_name = "ferry-cli";
     o.window = window;
+    o.any_node = any_node;
     ferry_client_t *c = NULL;
     int rc = ferry_client_create(&c, &o);
     if (rc != 0)

@@ -80,6 +80,9 @@ int cli_parse_duration_ms(const char *s, uint64_t *out);
  * on failure. window 0 = the library's default. */
 int cli_connect(const struct cli_global *g, const struct cli_args *a, uint32_t window,
                 ferry_client_t **out);
+/* Same, choosing a monitoring connection any node accepts (STATUS, PING). */
+int cli_connect_opts(const struct cli_global *g, const struct cli_args *a, uint32_t window,
+                     int any_node, ferry_client_t **out);
 /* Print "ferry: <what>: <client's last error>"; returns CLI_EXIT_FAIL. */
 int cli_fail_client(ferry_client_t *c, const char *what);
 

@@ -247,7 +247,7 @@ static int run_status(struct cli_global *g, const struct cli_cmd *cmd, struct cl
 {
     int json = cli_get(cmd, a, "json") != NULL;
     ferry_client_t *c;
-    int rc = cli_connect(g, a, 0, &c);
+    int rc = cli_connect_opts(g, a, 0, 1, &c);
     if (rc != 0)
         return rc;
     ferry_kv_t *kv = NULL;
@@ -294,7 +294,7 @@ static int run_ping(struct cli_global *g, const struct cli_cmd *cmd, struct cli_
 {
     (void)cmd;
     ferry_client_t *c;
-    int rc = cli_connect(g, a, 0, &c);
+    int rc = cli_connect_opts(g, a, 0, 1, &c);
     if (rc != 0)
         return rc;
     uint64_t us = 0;

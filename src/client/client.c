@@ -153,6 +153,7 @@ int ferry_client_create(ferry_client_t **out, const ferry_options_t *o)
         o->request_timeout_ms ? o->request_timeout_ms : DEFAULT_REQUEST_TIMEOUT_MS;
     c->window = o->window ? o->window : DEFAULT_WINDOW;
     c->max_redirects = o->max_redirects ? o->max_redirects : DEFAULT_MAX_REDIRECTS;
+    c->any_node = o->any_node;
     c->max_frame = o->max_frame ? o->max_frame : DEFAULT_MAX_FRAME;
     if (c->max_frame < PROTO_MAX_FRAME_MIN)
         c->max_frame = PROTO_MAX_FRAME_MIN;
@@ -243,7 +244,8 @@ static int dial_servers(ferry_client_t *c, struct conn *info, struct buf *extra,
     struct conn_params p = {.client_name = c->client_name,
                             .timeout_ms = c->connect_timeout_ms,
                             .max_frame = c->max_frame,
-                            .max_redirects = c->max_redirects};
+                            .max_redirects = c->max_redirects,
+                            .any_node = c->any_node};
     size_t start = c->ever_connected ? (c->server_idx + 1) % c->nservers : 0;
     char all[CLIENT_MSG_MAX] = "";
     size_t at = 0;

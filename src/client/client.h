@@ -126,6 +126,7 @@ struct ferry_client {
     uint32_t request_timeout_ms;
     uint32_t window;
     uint32_t max_redirects;
+    int any_node;
     uint32_t max_frame;
     size_t max_queued_bytes;
     ferry_error_cb on_error;

@@ -309,6 +309,7 @@ static int hello(const struct conn_params *p, int fd, const char *address, uint6
     struct proto_hello h;
     memset(&h, 0, sizeof h);
     snprintf(h.client_name, sizeof h.client_name, "%s", p->client_name);
+    h.flags = p->any_node ? PROTO_F_ANY_NODE : 0;
     int rc = proto_encode_hello(&b, HELLO_REQUEST_ID, &h);
     if (rc == 0) {
         rc = send_all(fd, b.data, b.len, deadline_ns);

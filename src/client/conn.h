@@ -23,6 +23,7 @@ struct conn_params {
     uint32_t timeout_ms;    /* per address: TCP connect + HELLO */
     uint32_t max_frame;     /* largest frame accepted from the server */
     uint32_t max_redirects; /* ENOTLEADER answers followed */
+    int any_node;           /* HELLO with PROTO_F_ANY_NODE */
 };
 
 /* An open, greeted connection and what the node said in HELLO_OK. */

@@ -516,7 +516,8 @@ static void redirect_locked(ferry_client_t *c)
     struct conn_params p = {.client_name = c->client_name,
                             .timeout_ms = c->connect_timeout_ms,
                             .max_frame = c->max_frame,
-                            .max_redirects = c->max_redirects};
+                            .max_redirects = c->max_redirects,
+                            .any_node = c->any_node};
     pthread_mutex_unlock(&c->mu);
     close(old);
     struct conn info;

@@ -1,9 +1,12 @@
-/* cluster.c - node-local commit: coalesce a turn's commands into one entry,
- * apply it in one fsynced transaction, then report results in order.
+/* cluster.c - proposals, apply on commit, snapshots and roles.
  *
- * Index and term of the entries continue from the database's last_applied,
- * so the numbering survives restarts and the replicated log can take over
- * the same sequence.
+ * Proposals: the commands of one turn are encoded into `entry`; at the end
+ * of the turn the entry is proposed to the Raft node and moved, with its
+ * callbacks, to the in-flight list (oldest first, by index). apply() matches
+ * committed entries against that list by (index, term): same term means our
+ * entry committed and its results go to the callbacks; another term at that
+ * index means ours was overwritten by a new leader's log and never took
+ * effect.
  */
 #include "cluster/cluster.h"
 
@@ -13,34 +16,397 @@
 #include <stdio.h>
 #include <string.h>
 
-int cluster_init(struct cluster *c, struct broker *b, uint64_t node_id, struct ferry_err *err)
+struct cluster_inflight {
+    struct cluster_inflight *next;
+    uint64_t index;
+    uint64_t term;
+    size_t n;
+    struct cluster_pending *pend;   /* n */
+    struct broker_result *results;  /* n */
+};
+
+/* ---- callbacks ------------------------------------------------------------ */
+
+static void set_result(struct broker_result *r, int status, const char *msg)
 {
-    memset(c, 0, sizeof *c);
-    c->broker = b;
-    c->node_id = node_id;
-    buf_init(&c->entry);
-    broker_last_applied(b, &c->last_index, &c->term);
-    if (c->term == 0)
-        c->term = 1;
-    (void)err;
+    r->status = status;
+    r->id = 0;
+    snprintf(r->msg, sizeof r->msg, "%s", msg);
+}
+
+static void inflight_fail(struct cluster_inflight *f, int status, const char *msg)
+{
+    for (size_t i = 0; i < f->n; i++)
+        set_result(&f->results[i], status, msg);
+}
+
+static void push_done(struct cluster *c, struct cluster_inflight *f)
+{
+    f->next = NULL;
+    if (c->done_tail)
+        c->done_tail->next = f;
+    else
+        c->done = f;
+    c->done_tail = f;
+}
+
+/* Run the callbacks of every finished entry. Callbacks may propose. */
+static void run_done(struct cluster *c)
+{
+    while (c->done != NULL) {
+        struct cluster_inflight *f = c->done;
+        c->done = f->next;
+        if (c->done == NULL)
+            c->done_tail = NULL;
+        for (size_t i = 0; i < f->n; i++) {
+            if (f->pend[i].cb)
+                f->pend[i].cb(f->pend[i].ctx, &f->results[i]);
+        }
+        ferry_free(f);
+    }
+}
+
+/* Every proposal in flight ends with status/msg (leadership or storage lost). */
+static void fail_inflight(struct cluster *c, int status, const char *msg)
+{
+    while (c->head != NULL) {
+        struct cluster_inflight *f = c->head;
+        c->head = f->next;
+        inflight_fail(f, status, msg);
+        push_done(c, f);
+    }
+    c->tail = NULL;
+}
+
+/* Commands queued this turn but never proposed: definitely not applied. */
+static void fail_pending(struct cluster *c, int status, const char *msg)
+{
+    if (c->npend == 0)
+        return;
+    struct broker_result r;
+    set_result(&r, status, msg);
+    size_t n = c->npend;
+    struct cluster_pending *pend = c->pend;
+    c->pend = NULL;
+    c->npend = 0;
+    c->cap_pend = 0;
+    buf_reset(&c->entry);
+    for (size_t i = 0; i < n; i++) {
+        if (pend[i].cb)
+            pend[i].cb(pend[i].ctx, &r);
+    }
+    ferry_free(pend);
+}
+
+/* ---- the node's callbacks ------------------------------------------------ */
+
+static void set_serving(struct cluster *c, int serving)
+{
+    if (c->serving == serving)
+        return;
+    c->serving = serving;
+    log_info("cluster", "node %u %s serving clients", c->node_id, serving ? "is now" : "stopped");
+    if (c->ev.on_serving)
+        c->ev.on_serving(c->ev_ctx, serving);
+}
+
+/* The batch was rolled back: results gathered for it are void. The entries
+ * are committed in the log, so they will be applied after recovery. */
+static int apply_failed(struct cluster *c, int rc)
+{
+    for (struct cluster_inflight *f = c->done; f != NULL; f = f->next) {
+        if (f->n > 0 && f->results[0].status != FERRY_EUNAVAILABLE)
+            inflight_fail(f, FERRY_EUNAVAILABLE,
+                          "outcome unknown: storage failed applying a committed entry; it is "
+                          "applied once storage works again");
+    }
+    return rc;
+}
+
+static int node_apply(struct rnode *n, const struct raft_entry *es, uint32_t count,
+                      struct ferry_err *err)
+{
+    struct cluster *c = rnode_data(n);
+    int rc = broker_begin(c->broker, err);
+    if (rc != 0)
+        return rc;
+    int noop_of_term = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        const struct raft_entry *e = &es[i];
+        /* Proposals at lower indexes were overwritten before reaching here. */
+        while (c->head != NULL && c->head->index < e->index) {
+            struct cluster_inflight *f = c->head;
+            c->head = f->next;
+            inflight_fail(f, FERRY_EUNAVAILABLE,
+                          "not committed: leadership changed before the entry was replicated");
+            push_done(c, f);
+        }
+        if (c->head == NULL)
+            c->tail = NULL;
+        struct cluster_inflight *mine = NULL;
+        if (c->head != NULL && c->head->index == e->index) {
+            mine = c->head;
+            c->head = mine->next;
+            if (c->head == NULL)
+                c->tail = NULL;
+            if (mine->term != e->term) {
+                inflight_fail(mine, FERRY_EUNAVAILABLE,
+                              "not committed: leadership changed before the entry was replicated");
+                push_done(c, mine);
+                mine = NULL;
+            }
+        }
+        const uint8_t *data = e->type == RAFT_ENTRY_NORMAL ? e->data : NULL;
+        uint32_t len = e->type == RAFT_ENTRY_NORMAL ? e->len : 0;
+        rc = broker_apply(c->broker, e->index, e->term, data, len, mine ? mine->results : NULL,
+                          mine ? mine->n : 0, err);
+        if (rc != 0) {
+            if (mine != NULL)
+                push_done(c, mine);
+            broker_rollback(c->broker);
+            return apply_failed(c, rc);
+        }
+        if (mine != NULL) {
+            push_done(c, mine);
+            c->commands_committed += mine->n;
+        }
+        c->entries_committed++;
+        c->last_applied = e->index;
+        if (e->type == RAFT_ENTRY_NOOP && e->term == rnode_term(n) && rnode_is_leader(n))
+            noop_of_term = 1;
+    }
+    rc = broker_commit(c->broker, err);
+    if (rc != 0)
+        return apply_failed(c, rc);
+    if (noop_of_term)
+        set_serving(c, 1);
+    run_done(c);
+    if (c->ev.on_applied)
+        c->ev.on_applied(c->ev_ctx);
     return 0;
 }
 
-void cluster_destroy(struct cluster *c)
+static void node_on_role(struct rnode *n)
 {
+    struct cluster *c = rnode_data(n);
+    if (rnode_is_leader(n))
+        return; /* serving starts when the term's no-op is applied */
+    set_serving(c, 0);
+    fail_inflight(c, FERRY_EUNAVAILABLE,
+                  "outcome unknown: this node lost leadership before the entry committed; "
+                  "the new leader may still commit it");
+    fail_pending(c, FERRY_ENOTLEADER, "this node is no longer the leader");
+    run_done(c);
+}
+
+static int node_snapshot_begin(struct rnode *n, uint64_t index, void **job,
+                               struct ferry_err *err)
+{
+    struct cluster *c = rnode_data(n);
+    struct broker_snap *s = NULL;
+    int rc = broker_snapshot_begin(c->broker, &s, err);
+    if (rc != 0)
+        return rc;
+    assert(broker_snapshot_index(s) >= index || index > c->last_applied);
+    *job = s;
+    return 0;
+}
+
+static int node_snapshot_write(void *job, rnode_write_fn write, void *wctx, struct ferry_err *err)
+{
+    return broker_snapshot_write(job, write, wctx, err);
+}
+
+
+static void node_snapshot_end(void *job)
+{
+    broker_snapshot_end(job);
+}
+
+static int node_restore(struct rnode *n, rnode_read_fn read, void *rctx, int *skipped,
+                        struct ferry_err *err)
+{
+    struct cluster *c = rnode_data(n);
+    int rc = broker_restore(c->broker, read, rctx, skipped, err);
+    if (rc == 0 && !*skipped) {
+        uint64_t term;
+        broker_last_applied(c->broker, &c->last_applied, &term);
+        if (c->ev.on_applied)
+            c->ev.on_applied(c->ev_ctx);
+    }
+    return rc;
+}
+
+static void node_on_failed(struct rnode *n, const struct ferry_err *why)
+{
+    struct cluster *c = rnode_data(n);
+    c->failed = 1;
+    c->failure = *why;
+    char msg[160];
+    int len = snprintf(msg, sizeof msg, "outcome unknown: storage failed on the leader: ");
+    snprintf(msg + len, sizeof msg - (size_t)len, "%.*s", (int)(sizeof msg - (size_t)len - 1),
+             why->msg);
+    set_serving(c, 0);
+    fail_inflight(c, FERRY_EUNAVAILABLE, msg);
+    fail_pending(c, FERRY_EUNAVAILABLE, "storage failed on this node");
+    run_done(c);
+}
+
+static void node_on_recovered(struct rnode *n)
+{
+    struct cluster *c = rnode_data(n);
+    c->failed = 0;
+}
+
+/* ---- public ------------------------------------------------------------------ */
+
+static uint64_t fnv1a(const char *s)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++) {
+        h ^= (uint8_t)*s;
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+int cluster_start(struct cluster *c, uv_loop_t *loop, const struct config *cfg, struct broker *b,
+                  const struct cluster_events *ev, void *ctx, struct ferry_err *err)
+{
+    memset(c, 0, sizeof *c);
+    c->broker = b;
+    c->ev = *ev;
+    c->ev_ctx = ctx;
+    buf_init(&c->entry);
+    uint64_t term;
+    broker_last_applied(b, &c->last_applied, &term);
+
+    struct rnode_member members[CONFIG_MAX_MEMBERS];
+    struct rnode_config rc_cfg;
+    memset(&rc_cfg, 0, sizeof rc_cfg);
+    char client_address[CONFIG_HOST_MAX + 16] = "";
+    if (cfg->client_endpoint.port != 0)
+        snprintf(client_address, sizeof client_address, "%s:%u", cfg->client_endpoint.host,
+                 cfg->client_endpoint.port);
+    if (cfg->member_count == 0) {
+        /* A cluster of one: its replication listener takes any free port on
+         * the client host and nobody dials it. */
+        c->node_id = 1;
+        members[0].id = 1;
+        members[0].priority = 1;
+        members[0].host = cfg->client_endpoint.host;
+        members[0].port = 0;
+        rc_cfg.n_members = 1;
+        rc_cfg.listen_host = cfg->client_endpoint.host;
+        rc_cfg.listen_port = 0;
+    } else {
+        c->node_id = cfg->cluster_node_id;
+        for (uint32_t i = 0; i < cfg->member_count; i++) {
+            members[i].id = cfg->members[i].id;
+            members[i].priority = (uint8_t)cfg->members[i].priority;
+            members[i].host = cfg->members[i].endpoint.host;
+            members[i].port = cfg->members[i].endpoint.port;
+            if (members[i].id == c->node_id)
+                c->priority = (int)cfg->members[i].priority;
+        }
+        rc_cfg.n_members = cfg->member_count;
+        rc_cfg.listen_host = cfg->cluster_node_endpoint.host;
+        rc_cfg.listen_port = cfg->cluster_node_endpoint.port;
+        for (uint32_t i = 0; i < cfg->member_count && rc_cfg.listen_port == 0; i++) {
+            if (cfg->members[i].id == c->node_id) { /* default: this node's own entry */
+                rc_cfg.listen_host = cfg->members[i].endpoint.host;
+                rc_cfg.listen_port = cfg->members[i].endpoint.port;
+            }
+        }
+    }
+    rc_cfg.cluster_id = fnv1a("ferry");
+    rc_cfg.self_id = c->node_id;
+    rc_cfg.members = members;
+    rc_cfg.log_dir = cfg->replication_logfile_directory;
+    rc_cfg.max_segment_bytes = cfg->logfile_max_size;
+    rc_cfg.max_generations = cfg->logfile_max_generations;
+    rc_cfg.snapshot_distance = (uint32_t)cfg->snapshot_distance;
+    rc_cfg.heartbeat_ms = cfg->raft_heartbeat_ms;
+    rc_cfg.election_timeout_ms = cfg->raft_election_min_ms;
+    rc_cfg.verify_ip = cfg->verify_replication_node_ip;
+    rc_cfg.client_address = client_address;
+    rc_cfg.seed = ((uint64_t)c->node_id << 32) ^ (uint64_t)uv_hrtime();
+
+    struct rnode_callbacks cb = {
+        .apply = node_apply,
+        .on_role = node_on_role,
+        .snapshot_begin = node_snapshot_begin,
+        .snapshot_write = node_snapshot_write,
+        .snapshot_end = node_snapshot_end,
+        .restore = node_restore,
+        .on_failed = node_on_failed,
+        .on_recovered = node_on_recovered,
+    };
+    int rc = rnode_start(&c->node, loop, &rc_cfg, &cb, c, err);
+    if (rc != 0) {
+        buf_free(&c->entry);
+        return rc;
+    }
+    return 0;
+}
+
+void cluster_stop(struct cluster *c, void (*done)(void *arg), void *arg)
+{
+    fail_pending(c, FERRY_EUNAVAILABLE, "server is shutting down");
+    fail_inflight(c, FERRY_EUNAVAILABLE,
+                  "outcome unknown: the server stopped before the entry committed");
+    run_done(c);
+    if (c->node != NULL)
+        rnode_stop(c->node, done, arg);
+    c->node = NULL;
+    c->serving = 0;
     buf_free(&c->entry);
     ferry_free(c->pend);
-    ferry_free(c->results);
     c->pend = NULL;
-    c->results = NULL;
+    c->npend = c->cap_pend = 0;
+}
+
+const char *cluster_leader_address(const struct cluster *c)
+{
+    if (c->node == NULL)
+        return "";
+    uint32_t leader = rnode_leader(c->node);
+    return leader != 0 ? rnode_client_address(c->node, leader) : "";
+}
+
+const char *cluster_role_name(const struct cluster *c)
+{
+    if (c->node == NULL || c->failed)
+        return "failed";
+    struct rnode_status st;
+    rnode_status(c->node, &st);
+    if (c->priority == 0 && st.n_peers > 1 && c->node_id != 0) {
+        for (uint32_t i = 0; i < st.n_peers; i++) {
+            if (st.peers[i].id == c->node_id && st.peers[i].priority == 0 &&
+                st.peers[i].role == RAFT_VOTER && st.role != RAFT_LEADER)
+                return "witness";
+        }
+    }
+    for (uint32_t i = 0; i < st.n_peers; i++) {
+        if (st.peers[i].id == c->node_id && st.peers[i].role == RAFT_LEARNER)
+            return "learner";
+    }
+    return raft_role_name(st.role);
 }
 
 int cluster_writable(const struct cluster *c, struct ferry_err *err)
 {
-    if (!c->failed)
+    if (c->failed)
+        return ferry_err_set(err, FERRY_EUNAVAILABLE, "node is not accepting writes: %s",
+                             c->failure.msg);
+    if (c->serving)
         return 0;
-    return ferry_err_set(err, FERRY_EUNAVAILABLE, "node is not accepting writes: %s",
-                         c->failure.msg);
+    const char *leader = cluster_leader_address(c);
+    if (leader[0] != '\0')
+        return ferry_err_set(err, FERRY_ENOTLEADER, "node %u is not the leader; the leader is %s",
+                             c->node_id, leader);
+    return ferry_err_set(err, FERRY_ENOTLEADER, "node %u is not the leader, and no leader is known "
+                         "yet", c->node_id);
 }
 
 static int reserve_pending(struct cluster *c, size_t extra)
@@ -54,10 +420,6 @@ static int reserve_pending(struct cluster *c, size_t extra)
     if (p == NULL)
         return FERRY_ENOMEM;
     c->pend = p;
-    struct broker_result *r = ferry_realloc(c->results, cap * sizeof *r);
-    if (r == NULL)
-        return FERRY_ENOMEM;
-    c->results = r;
     c->cap_pend = cap;
     return 0;
 }
@@ -107,107 +469,66 @@ int cluster_propose_encoded(struct cluster *c, const uint8_t *p, size_t len, str
     return 0;
 }
 
-static void run_callbacks(const struct cluster_pending *pend, const struct broker_result *results,
-                          size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (pend[i].cb)
-            pend[i].cb(pend[i].ctx, &results[i]);
-    }
-}
-
-static void enter_failed(struct cluster *c, const struct ferry_err *why)
-{
-    if (!c->failed)
-        log_error("cluster", "storage failure, refusing writes until storage works again: %s",
-                  why->msg);
-    c->failed = 1;
-    c->failure = *why;
-}
-
-/* Apply `entry` as the next index in one transaction; results[0..n) filled. */
-static int commit_entry(struct cluster *c, const struct buf *entry, struct broker_result *results,
-                        size_t n, struct ferry_err *err)
-{
-    uint64_t index = c->last_index + 1;
-    memset(results, 0, n * sizeof *results);
-    int rc = broker_begin(c->broker, err);
-    if (rc == 0)
-        rc = broker_apply(c->broker, index, c->term, entry->data, entry->len, results, n, err);
-    if (rc == 0)
-        rc = broker_commit(c->broker, err);
-    else
-        broker_rollback(c->broker);
-    if (rc == 0)
-        c->last_index = index;
-    return rc;
-}
-
 int cluster_flush(struct cluster *c)
 {
     if (c->npend == 0)
         return 0;
-    /* Detach the batch: callbacks may propose commands for the next entry. */
     size_t n = c->npend;
-    struct cluster_pending *pend = c->pend;
-    struct broker_result *results = c->results;
-    size_t cap = c->cap_pend;
-    struct buf entry = c->entry;
-    c->pend = NULL;
-    c->results = NULL;
-    c->cap_pend = 0;
-    c->npend = 0;
-    buf_init(&c->entry);
-
+    struct cluster_inflight *f =
+        ferry_malloc(sizeof *f + n * (sizeof(struct cluster_pending) + sizeof(struct broker_result)));
     struct ferry_err err;
     ferry_err_clear(&err);
-    int rc = commit_entry(c, &entry, results, n, &err);
-    if (rc != 0) {
-        if (err.code == 0)
-            ferry_err_set(&err, rc, "%s", ferry_strerror(rc));
-        enter_failed(c, &err);
-        int code = rc == FERRY_ENOSPC ? FERRY_ENOSPC : FERRY_EIO;
-        for (size_t i = 0; i < n; i++) {
-            results[i].status = code;
-            results[i].id = 0;
-            size_t m = strnlen(err.msg, sizeof results[i].msg - 1);
-            memcpy(results[i].msg, err.msg, m);
-            results[i].msg[m] = '\0';
+    int rc = 0;
+    if (f == NULL) {
+        rc = ferry_err_set(&err, FERRY_ENOMEM, "out of memory proposing an entry");
+    } else if (c->entry.len > RAFT_MAX_ENTRY_BYTES) {
+        rc = ferry_err_set(&err, FERRY_ETOOBIG, "entry of %zu bytes is over the Raft limit",
+                           c->entry.len);
+    } else {
+        uint64_t index = 0, term = 0;
+        rc = rnode_propose(c->node, c->entry.data, (uint32_t)c->entry.len, &index, &term, &err);
+        if (rc == 0) {
+            f->next = NULL;
+            f->index = index;
+            f->term = term;
+            f->n = n;
+            f->pend = (struct cluster_pending *)(f + 1);
+            f->results = (struct broker_result *)(f->pend + n);
+            memcpy(f->pend, c->pend, n * sizeof *f->pend);
+            memset(f->results, 0, n * sizeof *f->results);
+            if (c->tail)
+                c->tail->next = f;
+            else
+                c->head = f;
+            c->tail = f;
+            c->npend = 0;
+            buf_reset(&c->entry);
+            if (c->entry.cap > 16u << 20)
+                buf_free(&c->entry);
+            return (int)n;
         }
-    } else {
-        c->entries_committed++;
-        c->commands_committed += n;
     }
-    run_callbacks(pend, results, n);
-    buf_free(&entry);
-    if (c->pend == NULL) {
-        c->pend = pend; /* nothing new was proposed: keep the arrays */
-        c->results = results;
-        c->cap_pend = cap;
-    } else {
-        ferry_free(pend);
-        ferry_free(results);
-    }
-    return rc != 0 ? rc : (int)n;
+    ferry_free(f);
+    fail_pending(c, rc == FERRY_ENOTLEADER ? FERRY_ENOTLEADER : FERRY_EUNAVAILABLE, err.msg);
+    return rc;
 }
 
-int cluster_probe(struct cluster *c)
+int cluster_transfer(struct cluster *c, uint32_t target, struct ferry_err *err)
 {
-    if (!c->failed)
-        return 0;
-    struct ferry_err err;
-    ferry_err_clear(&err);
-    struct buf noop;
-    buf_init(&noop);
-    struct broker_cmd cmd = {.type = BROKER_CMD_NOOP};
-    struct broker_result res;
-    int rc = broker_cmd_encode(&noop, &cmd);
-    if (rc == 0)
-        rc = commit_entry(c, &noop, &res, 1, &err);
-    buf_free(&noop);
-    if (rc == 0) {
-        c->failed = 0;
-        log_info("cluster", "storage works again, accepting writes");
+    return rnode_transfer(c->node, target, err);
+}
+
+int cluster_remove(struct cluster *c, uint32_t id, struct ferry_err *err)
+{
+    return rnode_remove(c->node, id, err);
+}
+
+void cluster_status(const struct cluster *c, struct rnode_status *out)
+{
+    if (c->node == NULL) {
+        memset(out, 0, sizeof *out);
+        out->id = c->node_id;
+        return;
     }
-    return rc;
+    rnode_status(c->node, out);
 }

@@ -1,36 +1,47 @@
-/* cluster/cluster.h - the commit path between the server and the state machine.
+/* cluster/cluster.h - the state machine bridge: the server's commit path
+ * through Raft, and the node's role for the server.
  *
  * The server turns client requests into broker commands and proposes them
- * here; the cluster makes them durable, applies them through broker_apply on
- * this node, and reports each command's result to the proposer's callback.
+ * here. Commands proposed during one event-loop turn are coalesced into one
+ * Raft entry by cluster_flush() (called once per turn from the server's
+ * uv_check handler). The Raft driver (raft/node) replicates the entry and,
+ * once it is committed (on a majority's disks), hands it back to apply(),
+ * which runs broker_apply on every node, leader included, in one SQLite
+ * transaction per batch of committed entries. Only after that transaction
+ * commits are the proposers' callbacks run: a producer is acknowledged once
+ * its message is durable on a majority and applied on the leader.
  *
- * Commands proposed during one event-loop turn are coalesced into one entry
- * and committed by cluster_flush(), which the server calls once per turn
- * (from its uv_check handler, after all reads of the turn were handled).
+ * Every node opens its message database with synchronous=NORMAL: the Raft
+ * log is the durable record, and entries above the database's last_applied
+ * are applied again after a crash (broker_apply skips the ones at or below).
  *
- * This node-local implementation commits an entry by applying it in one
- * SQLite transaction with synchronous=FULL: the fsync of that transaction
- * happens before any callback runs, so a producer is acknowledged only after
- * its message is on disk. The replicated cluster replaces the body of
- * cluster_flush with "append to the Raft log, replicate, apply on commit";
- * the interface stays.
+ * Roles. Only a leader serves clients, and only once it has applied the
+ * no-op entry of its own term (so its queues and channels reflect every
+ * entry committed before it took over): cluster_serving(). A node that stops
+ * being leader fails the proposals still in flight (their outcome is
+ * unknown: the next leader may or may not commit them) and tells the server
+ * through on_role, which closes its sessions.
  *
- * After a storage failure the cluster refuses writes (cluster_writable
- * returns FERRY_EUNAVAILABLE with the reason) until a probe transaction
- * succeeds again (cluster_probe, retried by the server every second).
+ * A node without cluster keys is a cluster of one, on the same path.
  */
 #ifndef FERRY_CLUSTER_H
 #define FERRY_CLUSTER_H
 
-#include "broker/broker.h"
-#include "util/buf.h"
-#include "util/err.h"
 #include <stddef.h>
 #include <stdint.h>
+#include <uv.h>
 
-/* Called once per proposed command after its entry committed (res->status 0
- * or a deterministic rejection) or failed (res->status is the storage error;
- * nothing of that entry was stored). Never called from inside cluster_propose. */
+#include "broker/broker.h"
+#include "config/config.h"
+#include "raft/node/node.h"
+#include "util/buf.h"
+#include "util/err.h"
+
+/* Called once per proposed command after its entry was applied (res->status
+ * 0 or a deterministic rejection) or when it cannot be known to be (the
+ * leader lost office or storage: res->status FERRY_EUNAVAILABLE, and the
+ * message says whether the command may still take effect). Never called from
+ * inside cluster_propose. */
 typedef void (*cluster_done_cb)(void *ctx, const struct broker_result *res);
 
 struct cluster_pending {
@@ -38,47 +49,77 @@ struct cluster_pending {
     void *ctx;
 };
 
+struct cluster_inflight; /* private: an entry proposed and not yet applied */
+
+struct cluster_events {
+    /* The node started or stopped serving clients (see top). */
+    void (*on_serving)(void *ctx, int serving);
+    /* Entries were applied: deliveries may be ready. */
+    void (*on_applied)(void *ctx);
+};
+
 struct cluster {
     struct broker *broker;
-    uint64_t node_id;
-    uint64_t term;
-    uint64_t last_index;           /* last entry committed */
+    struct rnode *node;
+    uint32_t node_id;
+    int priority;                  /* this node's configured priority (0: witness) */
+    struct cluster_events ev;
+    void *ev_ctx;
     struct buf entry;              /* commands of the entry being built */
     struct cluster_pending *pend;  /* one per command in `entry` */
     size_t npend;
     size_t cap_pend;
-    struct broker_result *results; /* scratch, cap_pend long */
-    int failed;                    /* writes refused after a storage failure */
-    struct ferry_err failure;      /* why */
-    uint64_t entries_committed;    /* statistics */
+    struct cluster_inflight *head; /* proposed, oldest first */
+    struct cluster_inflight *tail;
+    struct cluster_inflight *done; /* applied in this batch, callbacks pending */
+    struct cluster_inflight *done_tail;
+    int serving;
+    int failed;                    /* storage failed (the driver is retrying) */
+    struct ferry_err failure;
+    uint64_t entries_committed;    /* statistics: entries applied on this node */
     uint64_t commands_committed;
+    uint64_t last_applied;
 };
 
-int cluster_init(struct cluster *c, struct broker *b, uint64_t node_id, struct ferry_err *err);
-void cluster_destroy(struct cluster *c);
+/* Start the Raft node for cfg on loop; the broker is open. */
+int cluster_start(struct cluster *c, uv_loop_t *loop, const struct config *cfg, struct broker *b,
+                  const struct cluster_events *ev, void *ctx, struct ferry_err *err);
+/* Stop the node; pending and in-flight callbacks run with EUNAVAILABLE.
+ * done(arg) runs from the loop once the node's handles are closed. */
+void cluster_stop(struct cluster *c, void (*done)(void *arg), void *arg);
 
-/* 0 if writes are accepted, else FERRY_EUNAVAILABLE with the reason in err. */
+/* 0 if this node takes writes now, else FERRY_ENOTLEADER (the leader's client
+ * address, if known, in `leader`) or FERRY_EUNAVAILABLE with the reason. */
 int cluster_writable(const struct cluster *c, struct ferry_err *err);
+static inline int cluster_serving(const struct cluster *c)
+{
+    return c->serving;
+}
+/* The current leader's client address, "" if unknown or none. */
+const char *cluster_leader_address(const struct cluster *c);
+/* "leader", "follower", "candidate", "witness", "learner", "failed". */
+const char *cluster_role_name(const struct cluster *c);
 
-/* Queue one command for the current entry. 0, FERRY_ENOMEM, or
- * FERRY_EUNAVAILABLE (see cluster_writable); on error cb is not called. */
+/* Queue one command for the current entry. 0, FERRY_ENOMEM, or the errors of
+ * cluster_writable; on error cb is not called. */
 int cluster_propose(struct cluster *c, const struct broker_cmd *cmd, cluster_done_cb cb,
                     void *ctx, struct ferry_err *err);
 /* Queue already-encoded commands (e.g. RETURNs from broker_client_close) with no callback. */
 int cluster_propose_encoded(struct cluster *c, const uint8_t *p, size_t len, struct ferry_err *err);
 
-/* Commit the current entry, if any, and run its callbacks. Returns the
- * number of commands committed, or a negative storage error (after which the
- * callbacks have run with that error and writes are refused). */
+/* Propose the current entry, if any. Returns the number of commands
+ * proposed, or a negative error after which their callbacks have run. */
 int cluster_flush(struct cluster *c);
-
-/* After a failure: try an empty transaction; on success writes resume. */
-int cluster_probe(struct cluster *c);
 
 /* Entries waiting for cluster_flush? */
 static inline int cluster_has_pending(const struct cluster *c)
 {
     return c->npend > 0;
 }
+
+/* Hand leadership to `target` (0: the best caught-up node). */
+int cluster_transfer(struct cluster *c, uint32_t target, struct ferry_err *err);
+int cluster_remove(struct cluster *c, uint32_t id, struct ferry_err *err);
+void cluster_status(const struct cluster *c, struct rnode_status *out);
 
 #endif

@@ -223,7 +223,7 @@ int proto_encode_empty(struct buf *b, uint8_t op, uint16_t flags, uint32_t req)
 int proto_encode_hello(struct buf *b, uint32_t req, const struct proto_hello *m)
 {
     struct proto_writer w;
-    proto_begin(&w, b, PROTO_HELLO, 0, req);
+    proto_begin(&w, b, PROTO_HELLO, m->flags, req);
     proto_put_str(&w, m->client_name);
     if (!w.err)
         w.err = buf_append(b, m->producer_id, sizeof m->producer_id);

@@ -37,6 +37,8 @@
 
 /* Header flags. */
 #define PROTO_F_NOREPLY 0x0001u /* ACK/NACK/SUB_ACK: send no OK (errors are still sent) */
+#define PROTO_F_ANY_NODE 0x0002u /* HELLO: a monitoring session, accepted on any node (STATUS, PING) */
+#define PROTO_F_DIGEST 0x0004u   /* STATUS: include the digest of the replicated state */
 
 enum proto_op {
     /* requests (client -> server) */
@@ -141,6 +143,7 @@ void proto_get_bytes(struct proto_reader *r, const uint8_t **p, uint32_t *n);
 /* --- typed messages --- */
 
 struct proto_hello { /* HELLO */
+    uint16_t flags; /* header flags: PROTO_F_ANY_NODE */
     char client_name[PROTO_NAME_MAX + 1];
     uint8_t producer_id[16]; /* all zero: none (dedup arrives with idempotent producers) */
 };

@@ -215,6 +215,14 @@ static int on_hello(struct session *ss, const struct proto_header *h, const uint
     if (proto_decode_hello(b, n, &m) != 0)
         return bad_body(ss, h);
     struct server *srv = ss->srv;
+    struct ferry_err err;
+    ferry_err_clear(&err);
+    if (!(h->flags & PROTO_F_ANY_NODE) && cluster_writable(&srv->cluster, &err) != 0) {
+        /* A passive node sends the client to the leader. */
+        session_fail(ss, h->request_id, err.code, "%s", err.msg);
+        return -1;
+    }
+    ss->observer = !cluster_serving(&srv->cluster);
     struct proto_hello_ok ok;
     memset(&ok, 0, sizeof ok);
     ok.version = PROTO_VERSION;
@@ -222,14 +230,27 @@ static int on_hello(struct session *ss, const struct proto_header *h, const uint
     ok.node_id = srv->cluster.node_id;
     ok.max_frame = srv->max_frame;
     ok.max_message = (uint32_t)srv->cfg->max_message_size;
-    snprintf(ok.role, sizeof ok.role, "leader");
-    ok.endpoint_count = 1;
-    snprintf(ok.endpoints[0], sizeof ok.endpoints[0], "%s", srv->client_address);
+    snprintf(ok.role, sizeof ok.role, "%s", cluster_role_name(&srv->cluster));
+    struct rnode_status *st = ferry_calloc(1, sizeof *st);
+    if (st != NULL) {
+        cluster_status(&srv->cluster, st);
+        for (uint32_t i = 0; i < st->n_peers && ok.endpoint_count < PROTO_MAX_ENDPOINTS; i++) {
+            if (st->peers[i].client_address[0] != '\0')
+                snprintf(ok.endpoints[ok.endpoint_count++], sizeof ok.endpoints[0], "%s",
+                         st->peers[i].client_address);
+        }
+        ferry_free(st);
+    }
+    if (ok.endpoint_count == 0) {
+        ok.endpoint_count = 1;
+        snprintf(ok.endpoints[0], sizeof ok.endpoints[0], "%s", srv->client_address);
+    }
     if (proto_encode_hello_ok(&ss->obuf, h->request_id, &ok) == 0)
         srv->frames_out++;
     session_mark_dirty(ss);
     ss->hello_done = 1;
-    log_debug("server", "session %llu is '%s'", (unsigned long long)ss->id, m.client_name);
+    log_debug("server", "session %llu is '%s'%s", (unsigned long long)ss->id, m.client_name,
+              ss->observer ? " (monitoring)" : "");
     return 0;
 }
 
@@ -602,21 +623,64 @@ static int on_status(struct session *ss, const struct proto_header *h)
         session_error(ss, h->request_id, FERRY_ENOMEM, "server out of memory");
         return 0;
     }
+    struct rnode_status *rs = ferry_calloc(1, sizeof *rs);
+    if (rs == NULL) {
+        ferry_free(st);
+        session_error(ss, h->request_id, FERRY_ENOMEM, "server out of memory");
+        return 0;
+    }
+    cluster_status(&srv->cluster, rs);
     kv(st, "node_id", "%llu", (unsigned long long)srv->cluster.node_id);
-    kv(st, "role", "%s", srv->cluster.failed ? "leader (writes refused)" : "leader");
-    kv(st, "mode", "single-node");
+    kv(st, "role", "%s", cluster_role_name(&srv->cluster));
+    kv(st, "mode", "%s", srv->cfg->member_count > 0 ? "cluster" : "single-node");
     kv(st, "version", "%s", FERRY_VERSION);
     kv(st, "protocol_version", "%d", PROTO_VERSION);
     kv(st, "client_endpoint", "%s", srv->client_address);
     kv(st, "data_directory", "%s", srv->cfg->data_directory);
     kv(st, "uptime_s", "%llu",
        (unsigned long long)((clock_mono_ms() - srv->started_ms) / 1000));
-    kv(st, "writable", "%s", srv->cluster.failed ? "no" : "yes");
+    kv(st, "serving", "%s", cluster_serving(&srv->cluster) ? "yes" : "no");
+    kv(st, "writable", "%s", cluster_writable(&srv->cluster, NULL) == 0 ? "yes" : "no");
     if (srv->cluster.failed)
         kv(st, "write_failure", "%s", srv->cluster.failure.msg);
-    kv(st, "term", "%llu", (unsigned long long)term);
-    kv(st, "commit_index", "%llu", (unsigned long long)srv->cluster.last_index);
+    kv(st, "leader_id", "%u", rs->leader_id);
+    kv(st, "leader", "%s", cluster_leader_address(&srv->cluster));
+    kv(st, "term", "%llu", (unsigned long long)rs->term);
+    kv(st, "first_index", "%llu", (unsigned long long)rs->first_index);
+    kv(st, "last_index", "%llu", (unsigned long long)rs->last_index);
+    kv(st, "commit_index", "%llu", (unsigned long long)rs->commit);
     kv(st, "applied_index", "%llu", (unsigned long long)idx);
+    kv(st, "snapshot_index", "%llu", (unsigned long long)rs->snapshot_index);
+    if (h->flags & PROTO_F_DIGEST) {
+        char hex[BROKER_DIGEST_HEX];
+        uint64_t didx = 0, dterm = 0;
+        struct ferry_err derr;
+        ferry_err_clear(&derr);
+        if (broker_digest(srv->broker, hex, &didx, &dterm, &derr) == 0) {
+            kv(st, "digest", "%s", hex);
+            kv(st, "digest_index", "%llu", (unsigned long long)didx);
+        } else {
+            kv(st, "digest", "error: %s", derr.msg);
+        }
+    }
+    kv(st, "log_syncs", "%llu", (unsigned long long)rs->syncs);
+    kv(st, "log_entries_written", "%llu", (unsigned long long)rs->entries_persisted);
+    for (uint32_t i = 0; i < rs->n_peers; i++) {
+        const struct rnode_peer_status *p = &rs->peers[i];
+        uint64_t lag = rs->role == RAFT_LEADER && rs->last_index > p->match
+                           ? rs->last_index - p->match
+                           : 0;
+        char key[32];
+        snprintf(key, sizeof key, "member.%u", p->id);
+        kv(st, key, "role=%s priority=%u reachable=%s match=%llu lag=%llu client=%s",
+           p->id == rs->leader_id ? "leader"
+           : p->role == RAFT_LEARNER ? "learner"
+           : p->priority == 0       ? "witness"
+                                    : "follower",
+           p->priority, p->reachable ? "yes" : "no", (unsigned long long)p->match,
+           (unsigned long long)lag, p->client_address[0] ? p->client_address : "-");
+    }
+    ferry_free(rs);
     kv(st, "connections", "%u", srv->session_count);
     kv(st, "resources", "%llu", (unsigned long long)bs.resources);
     kv(st, "channels", "%llu", (unsigned long long)bs.channels);
@@ -625,7 +689,7 @@ static int on_status(struct session *ss, const struct proto_header *h)
     kv(st, "subscriptions", "%llu", (unsigned long long)bs.subscriptions);
     kv(st, "consumers", "%llu", (unsigned long long)bs.consumers);
     kv(st, "history_records", "%llu", (unsigned long long)bs.history_records);
-    kv(st, "entries_committed", "%llu", (unsigned long long)srv->cluster.entries_committed);
+    kv(st, "entries_applied", "%llu", (unsigned long long)srv->cluster.entries_committed);
     kv(st, "commands_committed", "%llu", (unsigned long long)srv->cluster.commands_committed);
     kv(st, "frames_in", "%llu", (unsigned long long)srv->frames_in);
     kv(st, "frames_out", "%llu", (unsigned long long)srv->frames_out);
@@ -649,6 +713,14 @@ int dispatch_frame(struct session *ss, const struct proto_header *h, const uint8
             return -1;
         }
         return on_hello(ss, h, body, len);
+    }
+    if (ss->observer && h->op != PROTO_PING && h->op != PROTO_STATUS) {
+        struct ferry_err err;
+        ferry_err_clear(&err);
+        if (cluster_writable(&ss->srv->cluster, &err) == 0)
+            ferry_err_set(&err, FERRY_ENOTLEADER, "a monitoring session takes STATUS and PING only");
+        session_error(ss, h->request_id, err.code, "%s", err.msg);
+        return 0;
     }
     switch (h->op) {
     case PROTO_PING:

@@ -98,7 +98,7 @@ static int run(const struct config *cfg)
     snprintf(db_path, sizeof db_path, "%s/ferry.db", cfg->data_directory);
     struct broker_config bcfg = {
         .db_path = db_path,
-        .synchronous_full = 1,
+        .synchronous_full = 0, /* the Raft log is the durable record */
         .max_message_size = cfg->max_message_size,
         .default_prefetch = cfg->default_prefetch,
         .default_window = 1000,

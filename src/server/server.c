@@ -7,6 +7,7 @@
  */
 #include "server/server.h"
 
+#include "util/alloc.h"
 #include "util/clock.h"
 #include "util/log.h"
 #include <stdio.h>
@@ -53,7 +54,9 @@ static void turn_end_cb(uv_check_t *h)
     struct server *srv = h->data;
     cluster_flush(&srv->cluster);
     int more = 0;
-    if (srv->pump_wanted) {
+    if (srv->pump_wanted && !cluster_serving(&srv->cluster)) {
+        srv->pump_wanted = 0;
+    } else if (srv->pump_wanted) {
         srv->pump_wanted = 0;
         int rc = broker_pump(srv->broker, clock_wall_ms());
         if (rc > 0)
@@ -108,10 +111,8 @@ static void propose_deferred(struct server *srv)
 static void housekeeping_cb(uv_timer_t *t)
 {
     struct server *srv = t->data;
-    if (srv->cluster.failed) {
-        cluster_probe(&srv->cluster);
+    if (!cluster_serving(&srv->cluster))
         return;
-    }
     propose_deferred(srv);
     uint64_t now = clock_wall_ms();
     if (!srv->expire_proposed && broker_expire_due(srv->broker, now)) {
@@ -124,6 +125,46 @@ static void housekeeping_cb(uv_timer_t *t)
             work_done(srv, 1);
         }
     }
+}
+
+static void finish_stop(struct server *srv);
+
+/* The cluster says this node started or stopped serving clients. */
+static void on_serving(void *ctx, int serving)
+{
+    struct server *srv = ctx;
+    if (serving) {
+        srv->pump_wanted = 1;
+        work_done(srv, 1);
+        return;
+    }
+    /* Leases and subscriptions die with the sessions; the broker's view of
+     * what is ready is rebuilt from the database, and the next leader
+     * delivers every unacked item again. */
+    buf_reset(&srv->deferred);
+    srv->expire_proposed = 0;
+    struct list *it, *tmp;
+    list_foreach_safe(it, tmp, &srv->sessions)
+    {
+        struct session *ss = list_entry(it, struct session, link);
+        if (!ss->observer)
+            session_leave(ss);
+    }
+    struct ferry_err err;
+    ferry_err_clear(&err);
+    if (broker_reload(srv->broker, &err) != 0)
+        log_error("server", "rebuilding the delivery state after losing leadership failed: %s",
+                  err.msg);
+    flush_dirty(srv);
+    if (srv->stopping)
+        finish_stop(srv);
+}
+
+static void on_applied(void *ctx)
+{
+    struct server *srv = ctx;
+    srv->pump_wanted = 1;
+    work_done(srv, 1);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -169,24 +210,37 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg,
     buf_init(&srv->deferred);
     snprintf(srv->client_address, sizeof srv->client_address, "%.240s:%u", cfg->client_endpoint.host,
              cfg->client_endpoint.port);
-    int rc = cluster_init(&srv->cluster, broker, cfg->cluster_node_id ? cfg->cluster_node_id : 1,
-                          err);
-    if (rc)
-        return rc;
+    srv->witness = 0;
+    for (uint32_t i = 0; i < cfg->member_count; i++) {
+        if (cfg->members[i].id == cfg->cluster_node_id && cfg->members[i].priority == 0)
+            srv->witness = 1;
+    }
+    if (srv->witness)
+        srv->client_address[0] = '\0'; /* a witness never serves clients */
 
-    struct sockaddr_storage sa;
-    rc = resolve_listen(&cfg->client_endpoint, &sa, err);
-    if (rc)
+    if (!srv->witness) {
+        struct sockaddr_storage sa;
+        int rc = resolve_listen(&cfg->client_endpoint, &sa, err);
+        if (rc)
+            return rc;
+        uv_tcp_init(loop, &srv->listener);
+        srv->listener.data = srv;
+        rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&sa, 0);
+        if (rc == 0)
+            rc = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection);
+        if (rc != 0) {
+            uv_close((uv_handle_t *)&srv->listener, NULL);
+            return ferry_err_set(err, FERRY_EIO, "cannot listen on client_endpoint %s: %s",
+                                 srv->client_address, uv_strerror(rc));
+        }
+        srv->listening = 1;
+    }
+    struct cluster_events ev = {.on_serving = on_serving, .on_applied = on_applied};
+    int rc = cluster_start(&srv->cluster, loop, cfg, broker, &ev, srv, err);
+    if (rc) {
+        if (srv->listening)
+            uv_close((uv_handle_t *)&srv->listener, NULL);
         return rc;
-    uv_tcp_init(loop, &srv->listener);
-    srv->listener.data = srv;
-    rc = uv_tcp_bind(&srv->listener, (struct sockaddr *)&sa, 0);
-    if (rc == 0)
-        rc = uv_listen((uv_stream_t *)&srv->listener, 511, on_connection);
-    if (rc != 0) {
-        uv_close((uv_handle_t *)&srv->listener, NULL);
-        return ferry_err_set(err, FERRY_EIO, "cannot listen on client_endpoint %s: %s",
-                             srv->client_address, uv_strerror(rc));
     }
     uv_check_init(loop, &srv->turn_end);
     srv->turn_end.data = srv;
@@ -203,8 +257,11 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg,
     /* Broken client connections must surface as EPIPE on write, not kill us. */
     signal(SIGPIPE, SIG_IGN);
     srv->pump_wanted = 1;
-    log_info("server", "listening for clients on %s (max_message_size %llu bytes)",
-             srv->client_address, (unsigned long long)cfg->max_message_size);
+    if (srv->listening)
+        log_info("server", "listening for clients on %s (max_message_size %llu bytes)",
+                 srv->client_address, (unsigned long long)cfg->max_message_size);
+    else
+        log_info("server", "witness node: no client endpoint");
     return 0;
 }
 
@@ -222,29 +279,38 @@ static void shutdown_timeout_cb(uv_timer_t *t)
     uv_close((uv_handle_t *)t, NULL);
 }
 
-void server_stop(struct server *srv)
+static void stop_timer_cb(uv_timer_t *t)
 {
-    if (srv->stopping)
-        return;
-    srv->stopping = 1;
-    uv_close((uv_handle_t *)&srv->listener, NULL);
-    /* Answer everything already taken, then say goodbye. */
-    cluster_flush(&srv->cluster);
+    finish_stop(t->data);
+}
+
+static void drain_cb(uv_timer_t *t);
+
+/* Close sessions and handles; the cluster node last. */
+static void close_all(struct server *srv)
+{
     struct list *it, *tmp;
+    const char *leader = cluster_leader_address(&srv->cluster);
     list_foreach_safe(it, tmp, &srv->sessions)
     {
         struct session *ss = list_entry(it, struct session, link);
-        session_fail(ss, 0, FERRY_EUNAVAILABLE, "server is shutting down");
+        if (leader[0] != '\0' && strcmp(leader, srv->client_address) != 0)
+            session_fail(ss, 0, FERRY_ENOTLEADER,
+                         "this node is shutting down; the leader is %s", leader);
+        else
+            session_fail(ss, 0, FERRY_EUNAVAILABLE, "server is shutting down");
     }
     flush_dirty(srv);
     /* RETURN commands of closing consumers are not needed: leases do not
      * survive a restart, every unacked item is ready again at start. */
+    cluster_stop(&srv->cluster, NULL, NULL);
     uv_check_stop(&srv->turn_end);
     uv_close((uv_handle_t *)&srv->turn_end, NULL);
     uv_close((uv_handle_t *)&srv->keep_busy, NULL);
     uv_close((uv_handle_t *)&srv->housekeeping, NULL);
     uv_close((uv_handle_t *)&srv->sigterm, NULL);
     uv_close((uv_handle_t *)&srv->sigint, NULL);
+    uv_close((uv_handle_t *)&srv->stop_timer, NULL);
     /* A client that does not read cannot hold shutdown hostage. */
     uv_timer_init(srv->loop, &srv->shutdown_timer);
     srv->shutdown_timer.data = srv;
@@ -252,8 +318,68 @@ void server_stop(struct server *srv)
     uv_unref((uv_handle_t *)&srv->shutdown_timer);
 }
 
+/* Answer what was already taken: propose the turn's entry and give the
+ * entries in flight a moment to commit. */
+static void drain_cb(uv_timer_t *t)
+{
+    struct server *srv = t->data;
+    cluster_flush(&srv->cluster);
+    int busy = cluster_serving(&srv->cluster) && srv->cluster.head != NULL;
+    if (busy && clock_mono_ms() < srv->drain_deadline)
+        return;
+    uv_timer_stop(t);
+    close_all(srv);
+}
+
+static void finish_stop(struct server *srv)
+{
+    if (srv->finishing)
+        return;
+    srv->finishing = 1;
+    uv_timer_stop(&srv->stop_timer);
+    srv->drain_deadline = clock_mono_ms() + 2000;
+    uv_timer_start(&srv->stop_timer, drain_cb, 0, 5);
+}
+
+static uint32_t voters(const struct server *srv)
+{
+    struct rnode_status *st = ferry_calloc(1, sizeof *st);
+    if (st == NULL)
+        return 0;
+    cluster_status(&srv->cluster, st);
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < st->n_peers; i++)
+        n += st->peers[i].role == RAFT_VOTER;
+    ferry_free(st);
+    return n;
+}
+
+void server_stop(struct server *srv)
+{
+    if (srv->stopping)
+        return;
+    srv->stopping = 1;
+    if (srv->listening)
+        uv_close((uv_handle_t *)&srv->listener, NULL);
+    srv->listening = 0;
+    uv_timer_init(srv->loop, &srv->stop_timer);
+    srv->stop_timer.data = srv;
+    /* A leader hands over first, so a planned stop costs no election. */
+    if (cluster_serving(&srv->cluster) && voters(srv) > 1) {
+        struct ferry_err err;
+        ferry_err_clear(&err);
+        if (cluster_transfer(&srv->cluster, 0, &err) == 0) {
+            log_info("server", "handing leadership over before stopping");
+            uv_timer_start(&srv->stop_timer, stop_timer_cb,
+                           2ull * srv->cfg->raft_election_max_ms, 0);
+            return;
+        }
+        log_warn("server", "cannot hand leadership over: %s", err.msg);
+    }
+    finish_stop(srv);
+}
+
 void server_destroy(struct server *srv)
 {
     buf_free(&srv->deferred);
-    cluster_destroy(&srv->cluster);
 }

@@ -36,6 +36,11 @@ struct server {
     uv_signal_t sigterm;
     uv_signal_t sigint;
     uv_timer_t shutdown_timer;
+    uv_timer_t stop_timer;    /* leadership hand-over, then draining, at shutdown */
+    uint64_t drain_deadline;
+    int listening;
+    int witness;              /* priority 0: no client endpoint */
+    int finishing;
     struct list sessions;     /* all sessions */
     struct list dirty;        /* sessions with output to flush this turn */
     uint32_t session_count;
@@ -75,6 +80,7 @@ struct session {
     struct broker_client *bc;
     uint64_t id;
     int hello_done;
+    int observer;              /* HELLO with PROTO_F_ANY_NODE: STATUS and PING only */
     int writing;
     int read_paused;           /* output over the limit: not reading */
     int deliver_blocked;       /* a delivery was refused (EBUSY): tell the broker when drained */
@@ -91,6 +97,9 @@ void session_flush(struct session *ss);
 void session_fail(struct session *ss, uint32_t req, int code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void session_close(struct session *ss);
+/* Leadership is gone: end the session's broker client without returning its
+ * items (the broker is reloaded), then say goodbye with ENOTLEADER. */
+void session_leave(struct session *ss);
 size_t session_output_bytes(const struct session *ss);
 /* Queue an ERROR reply (connection stays open). */
 void session_error(struct session *ss, uint32_t req, int code, const char *fmt, ...)

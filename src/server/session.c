@@ -205,6 +205,8 @@ static void vqueue_error(struct session *ss, uint32_t req, int code, const char 
     memset(&e, 0, sizeof e);
     e.code = code;
     vsnprintf(e.message, sizeof e.message, fmt, ap);
+    if (code == FERRY_ENOTLEADER)
+        snprintf(e.leader, sizeof e.leader, "%s", cluster_leader_address(&ss->srv->cluster));
     if (proto_encode_error(&ss->obuf, req, &e) == 0)
         ss->srv->frames_out++;
     session_mark_dirty(ss);
@@ -230,6 +232,23 @@ void session_fail(struct session *ss, uint32_t req, int code, const char *fmt, .
     if (!ss->read_paused)
         uv_read_stop((uv_stream_t *)&ss->tcp);
     ss->read_paused = 1;
+}
+
+void session_leave(struct session *ss)
+{
+    if (ss->bc != NULL) {
+        struct buf returns;
+        buf_init(&returns);
+        broker_client_close(ss->bc, clock_wall_ms(), &returns);
+        ss->bc = NULL;
+        buf_free(&returns);
+    }
+    const char *leader = cluster_leader_address(&ss->srv->cluster);
+    if (leader[0] != '\0')
+        session_fail(ss, 0, FERRY_ENOTLEADER, "this node is no longer the leader; the leader is %s",
+                     leader);
+    else
+        session_fail(ss, 0, FERRY_ENOTLEADER, "this node is no longer the leader");
 }
 
 static void alloc_for_frame(struct session *ss, uv_buf_t *out)

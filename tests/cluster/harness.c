@@ -49,6 +49,8 @@ void node_init(struct node *n)
     }
     snprintf(n->log, sizeof n->log, "%s/ferryd.log", n->dir);
     n->port = free_port();
+    n->raft_port = free_port();
+    n->priority = -1;
 }
 
 static int port_accepts(uint16_t port)
@@ -60,7 +62,7 @@ static int port_accepts(uint16_t port)
     return 1;
 }
 
-int node_start(struct node *n, const char *const *extra)
+int node_spawn(struct node *n, const char *const *extra)
 {
     char endpoint[64], data[300];
     snprintf(endpoint, sizeof endpoint, "127.0.0.1:%u", n->port);
@@ -91,13 +93,135 @@ int node_start(struct node *n, const char *const *extra)
     }
     n->pid = pid;
     for (int i = 0; i < 1500; i++) {
-        if (port_accepts(n->port))
+        if (port_accepts(n->priority == 0 ? n->raft_port : n->port))
             return 0;
         int st;
         if (waitpid(pid, &st, WNOHANG) == pid) {
             n->pid = 0;
             n->exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
             return -1;
+        }
+        sleep_ms(10);
+    }
+    return -1;
+}
+
+int node_start(struct node *n, const char *const *extra)
+{
+    if (node_spawn(n, extra) != 0)
+        return -1;
+    return node_wait_serving(n, 15000);
+}
+
+int node_wait_serving(struct node *n, int timeout_ms)
+{
+    for (int t = 0; t <= timeout_ms; t += 20) {
+        if (node_serving(n))
+            return 0;
+        if (n->pid > 0) {
+            int st;
+            if (waitpid(n->pid, &st, WNOHANG) == n->pid) {
+                n->pid = 0;
+                n->exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+                return -1;
+            }
+        }
+        sleep_ms(20);
+    }
+    return -1;
+}
+
+int node_status(const struct node *n, const char *key, char *out, size_t cap)
+{
+    return node_status_flags(n, 0, key, out, cap);
+}
+
+int node_status_flags(const struct node *n, uint16_t flags, const char *key, char *out,
+                      size_t cap)
+{
+    if (n->pid <= 0 || n->priority == 0)
+        return -1;
+    int fd = conn_open(n->port);
+    if (fd < 0)
+        return -1;
+    struct buf b;
+    buf_init(&b);
+    struct proto_hello hello;
+    memset(&hello, 0, sizeof hello);
+    hello.flags = PROTO_F_ANY_NODE;
+    snprintf(hello.client_name, sizeof hello.client_name, "test-status");
+    proto_encode_hello(&b, 1, &hello);
+    proto_encode_empty(&b, PROTO_STATUS, flags, 2);
+    int rc = conn_send(fd, &b);
+    struct proto_header h;
+    if (rc == 0)
+        rc = conn_read_frame(fd, &b, &h, 2000);
+    if (rc == 0 && h.op != PROTO_HELLO_OK)
+        rc = -1;
+    if (rc == 0)
+        rc = conn_read_frame(fd, &b, &h, 2000);
+    if (rc == 0 && h.op != PROTO_STATUS_OK)
+        rc = -1;
+    struct proto_status *st = NULL;
+    if (rc == 0) {
+        rc = -1;
+        st = calloc(1, sizeof *st);
+        if (st != NULL && proto_decode_status_ok(b.data + PROTO_HEADER_SIZE,
+                                                 b.len - PROTO_HEADER_SIZE, st) == 0) {
+            for (uint16_t i = 0; i < st->count; i++) {
+                if (strcmp(st->kv[i].key, key) == 0) {
+                    snprintf(out, cap, "%s", st->kv[i].value);
+                    rc = 0;
+                    break;
+                }
+            }
+        }
+    }
+    free(st);
+    buf_free(&b);
+    close(fd);
+    return rc;
+}
+
+int node_serving(const struct node *n)
+{
+    char v[16];
+    return node_status(n, "serving", v, sizeof v) == 0 && strcmp(v, "yes") == 0;
+}
+
+int cluster_start_node(struct node *all, int count, int i, const char *const *extra)
+{
+    char id[16], self[64], members[1024] = "";
+    size_t off = 0;
+    for (int k = 0; k < count; k++) {
+        char prio[16] = "";
+        if (all[k].priority >= 0)
+            snprintf(prio, sizeof prio, "[%d]", all[k].priority);
+        off += (size_t)snprintf(members + off, sizeof members - off, "%s%s%d:127.0.0.1:%u",
+                                k ? "," : "", prio, k + 1, all[k].raft_port);
+    }
+    snprintf(id, sizeof id, "%d", i + 1);
+    snprintf(self, sizeof self, "127.0.0.1:%u", all[i].raft_port);
+    const char *argv[64];
+    int a = 0;
+    argv[a++] = "--cluster_node_id";
+    argv[a++] = id;
+    argv[a++] = "--cluster_node_endpoint";
+    argv[a++] = self;
+    argv[a++] = "--cluster_membership";
+    argv[a++] = members;
+    for (int k = 0; extra && extra[k] && a < 62; k++)
+        argv[a++] = extra[k];
+    argv[a] = NULL;
+    return node_spawn(&all[i], argv);
+}
+
+int cluster_leader(struct node *all, int count, int timeout_ms)
+{
+    for (int t = 0; t <= timeout_ms; t += 10) {
+        for (int k = 0; k < count; k++) {
+            if (all[k].pid > 0 && node_serving(&all[k]))
+                return k;
         }
         sleep_ms(10);
     }

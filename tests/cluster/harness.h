@@ -15,7 +15,9 @@
 struct node {
     pid_t pid;
     int exit_status;    /* set when node_start saw ferryd exit, or by node_wait */
-    uint16_t port;
+    uint16_t port;      /* client endpoint */
+    uint16_t raft_port; /* replication endpoint (cluster tests) */
+    int priority;       /* cluster tests: [priority] in the membership, -1 for none */
     char dir[256];      /* data directory */
     char log[300];      /* ferryd's stderr */
 };
@@ -23,9 +25,26 @@ struct node {
 /* Make a fresh temporary directory for a node (dir) and pick a free port. */
 void node_init(struct node *n);
 /* Start ferryd on n->port with data in n->dir plus extra "--key", "value" args
- * (NULL-terminated; may be NULL). Returns 0 once the port accepts connections,
- * -1 if ferryd exited or did not listen within 15 s. */
+ * (NULL-terminated; may be NULL). Returns 0 once the port accepts connections
+ * (a witness: its replication port), -1 if ferryd exited or did not listen
+ * within 15 s. */
+int node_spawn(struct node *n, const char *const *extra);
+/* node_spawn, then wait until the node serves clients (it elected itself). */
 int node_start(struct node *n, const char *const *extra);
+/* Wait until the node serves clients; 0, or -1 (timeout or exit). */
+int node_wait_serving(struct node *n, int timeout_ms);
+/* STATUS value of key through a monitoring session (HELLO ANY_NODE); 0 or -1. */
+int node_status(const struct node *n, const char *key, char *out, size_t cap);
+/* The same with STATUS header flags (PROTO_F_DIGEST). */
+int node_status_flags(const struct node *n, uint16_t flags, const char *key, char *out,
+                      size_t cap);
+int node_serving(const struct node *n);
+
+/* Clusters: node i of all[0..count) gets id i+1 and the membership of all
+ * (replication ports, priorities); started with node_spawn. */
+int cluster_start_node(struct node *all, int count, int i, const char *const *extra);
+/* Index of the node serving clients, polling up to timeout_ms; -1 if none. */
+int cluster_leader(struct node *all, int count, int timeout_ms);
 /* Send sig to the node (by PID). */
 void node_signal(struct node *n, int sig);
 /* Wait up to timeout_ms for exit; returns the exit status (>= 0), 128+signal

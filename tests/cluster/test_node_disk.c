@@ -119,7 +119,7 @@ static void test_full_disk_refuses_then_recovers(void **state)
     long nacked = count_ids(acked, &max_id);
     fprintf(stderr, "acknowledged before the disk filled: %ld\n", nacked);
     assert_true(nacked > 0 && nacked < 2000);
-    assert_true(node_log_contains(&node, "storage failure"));
+    assert_true(node_log_contains(&node, "storage failed"));
 
     /* The consumer goes away while writes are refused: its items cannot be
      * returned through a command yet, and must not be stranded. */

@@ -1,0 +1,128 @@
+/* test_cluster_roles.c - two data nodes and a witness, and election
+ * priorities, with real ferryd processes on 127.0.0.1. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "harness.h"
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define N 3
+static struct node nodes[N];
+
+static int setup(void **state)
+{
+    (void)state;
+    alarm(300);
+    for (int i = 0; i < N; i++)
+        node_init(&nodes[i]);
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    for (int i = 0; i < N; i++)
+        node_destroy(&nodes[i]);
+    return 0;
+}
+
+static int publish(const struct node *n, const char *channel, const char *msg)
+{
+    const char *args[] = {"pub", channel, msg, NULL};
+    struct run_result r;
+    run_ferry(n->port, NULL, &r, args);
+    int status = r.status;
+    run_result_free(&r);
+    return status;
+}
+
+static int leader_among(int a, int b)
+{
+    struct node pair[2] = {nodes[a], nodes[b]};
+    int k = cluster_leader(pair, 2, 15000);
+    return k < 0 ? -1 : (k == 0 ? a : b);
+}
+
+static void test_two_nodes_and_a_witness(void **state)
+{
+    (void)state;
+    nodes[2].priority = 0; /* node 3 is the witness */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(cluster_start_node(nodes, N, i, NULL), 0);
+    int leader = leader_among(0, 1);
+    assert_true(leader >= 0);
+    assert_int_equal(publish(&nodes[leader], "w", "first"), 0);
+    /* The witness has no client endpoint at all. */
+    assert_true(conn_open(nodes[2].port) < 0);
+
+    /* Lose the witness: the pair keeps serving. */
+    node_signal(&nodes[2], SIGKILL);
+    node_wait(&nodes[2], 5000);
+    assert_int_equal(publish(&nodes[leader], "w", "without witness"), 0);
+    assert_int_equal(cluster_start_node(nodes, N, 2, NULL), 0);
+
+    /* Lose either data node: the other one serves, with the witness's vote. */
+    for (int round = 0; round < 2; round++) {
+        leader = leader_among(0, 1);
+        assert_true(leader >= 0);
+        int other = leader == 0 ? 1 : 0;
+        int victim = round == 0 ? leader : other;
+        int survivor = victim == 0 ? 1 : 0;
+        node_signal(&nodes[victim], SIGKILL);
+        node_wait(&nodes[victim], 5000);
+        struct node one[1] = {nodes[survivor]};
+        assert_int_equal(cluster_leader(one, 1, 15000), 0);
+        assert_int_equal(publish(&nodes[survivor], "w", "after a loss"), 0);
+        assert_int_equal(cluster_start_node(nodes, N, victim, NULL), 0);
+    }
+    /* The witness never served: it has no client listener, and its log
+     * never says it did. */
+    assert_false(node_log_contains(&nodes[2], "is now serving clients"));
+    for (int i = 0; i < N; i++)
+        node_stop(&nodes[i]);
+}
+
+static void test_priorities(void **state)
+{
+    (void)state;
+    nodes[0].priority = 10;
+    nodes[1].priority = 5;
+    for (int i = 0; i < N; i++)
+        assert_int_equal(cluster_start_node(nodes, N, i, NULL), 0);
+    /* Node 1 (priority 10) leads once it is up and caught up. */
+    assert_int_equal(node_wait_serving(&nodes[0], 15000), 0);
+    assert_int_equal(publish(&nodes[0], "p", "one"), 0);
+
+    /* Kill it: node 2 (priority 5) takes over. */
+    node_signal(&nodes[0], SIGKILL);
+    node_wait(&nodes[0], 5000);
+    assert_int_equal(node_wait_serving(&nodes[1], 15000), 0);
+    assert_false(node_serving(&nodes[2]));
+    assert_int_equal(publish(&nodes[1], "p", "two"), 0);
+
+    /* Restart node 1: leadership returns to it. */
+    assert_int_equal(cluster_start_node(nodes, N, 0, NULL), 0);
+    assert_int_equal(node_wait_serving(&nodes[0], 15000), 0);
+    assert_int_equal(publish(&nodes[0], "p", "three"), 0);
+    char v[32];
+    assert_int_equal(node_status(&nodes[0], "stored_messages", v, sizeof v), 0);
+    assert_string_equal(v, "3");
+    for (int i = 0; i < N; i++)
+        node_stop(&nodes[i]);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_two_nodes_and_a_witness, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_priorities, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
