@@ -326,8 +326,12 @@ int cluster_start(struct cluster *c, uv_loop_t *loop, const struct config *cfg, 
     rc_cfg.max_segment_bytes = cfg->logfile_max_size;
     rc_cfg.max_generations = cfg->logfile_max_generations;
     rc_cfg.snapshot_distance = (uint32_t)cfg->snapshot_distance;
+    /* The core keeps applied entries in memory until a snapshot covers them:
+     * one segment's worth of payload at most. */
+    rc_cfg.snapshot_bytes = cfg->logfile_max_size;
     rc_cfg.heartbeat_ms = cfg->raft_heartbeat_ms;
     rc_cfg.election_timeout_ms = cfg->raft_election_min_ms;
+    rc_cfg.election_timeout_max_ms = cfg->raft_election_max_ms;
     rc_cfg.verify_ip = cfg->verify_replication_node_ip;
     rc_cfg.client_address = client_address;
     rc_cfg.seed = ((uint64_t)c->node_id << 32) ^ (uint64_t)uv_hrtime();

@@ -223,6 +223,13 @@ static int on_hello(struct session *ss, const struct proto_header *h, const uint
         return -1;
     }
     ss->observer = !cluster_serving(&srv->cluster);
+    /* Only a serving session has a broker client: a follower has none, so it
+     * can install a snapshot while monitoring sessions are open. */
+    if (!ss->observer &&
+        broker_client_open(srv->broker, &dispatch_client_ops, ss, &ss->bc) != 0) {
+        session_fail(ss, h->request_id, FERRY_ENOMEM, "server out of memory");
+        return -1;
+    }
     struct proto_hello_ok ok;
     memset(&ok, 0, sizeof ok);
     ok.version = PROTO_VERSION;
@@ -714,6 +721,8 @@ int dispatch_frame(struct session *ss, const struct proto_header *h, const uint8
         }
         return on_hello(ss, h, body, len);
     }
+    if (ss->closing)
+        return -1; /* said goodbye (lost leadership, shutdown): read nothing more */
     if (ss->observer && h->op != PROTO_PING && h->op != PROTO_STATUS) {
         struct ferry_err err;
         ferry_err_clear(&err);

@@ -81,10 +81,6 @@ void session_accept(struct server *srv)
         return;
     }
     uv_tcp_nodelay(&ss->tcp, 1);
-    if (broker_client_open(srv->broker, &dispatch_client_ops, ss, &ss->bc) != 0) {
-        session_fail(ss, 0, FERRY_ENOMEM, "server out of memory");
-        return;
-    }
     uv_read_start((uv_stream_t *)&ss->tcp, on_alloc, on_read);
     log_debug("server", "session %llu connected from %s", (unsigned long long)ss->id, ss->peer);
 }

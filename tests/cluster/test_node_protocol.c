@@ -357,12 +357,15 @@ static void test_second_ferryd_on_same_data_dir_refused(void **state)
 }
 
 /* A subscriber that stops reading must not make the server buffer without
- * bound: output stops at output_buffer_limit and the rest waits on disk. */
+ * bound: output stops at output_buffer_limit and the rest waits on disk.
+ * The Raft log keeps applied entries in memory until a snapshot covers them,
+ * at most logfile_max_size bytes of them (docs/cluster.md); a small value
+ * here keeps that bound out of the way of the one under test. */
 static void test_stalled_subscriber_bounded_memory(void **state)
 {
     (void)state;
     setenv("ASAN_OPTIONS", "quarantine_size_mb=1:detect_leaks=1", 1);
-    const char *extra[] = {"--output_buffer_limit", "1M", NULL};
+    const char *extra[] = {"--output_buffer_limit", "1M", "--logfile_max_size", "4M", NULL};
     assert_int_equal(start_node(extra), 0);
     int sub = conn_open(node.port);
     assert_int_equal(conn_hello(sub), 0);

@@ -1,7 +1,7 @@
 /* main.c - ferry-sim: run the Raft simulator over one seed or a range of seeds.
  *
  *   ferry-sim --seed N [--seeds COUNT] [--nodes 3|5|2w|mix] [--steps K]
- *             [--no-peer-down] [--expect-failure] [--quiet]
+ *             [--no-peer-down] [--snapshot-bytes N] [--expect-failure] [--quiet]
  *
  * Seeds N .. N+COUNT-1 each run one simulated cluster (with --nodes mix the
  * layout rotates 3, 5, 2w by seed). On the first violation it prints the
@@ -26,7 +26,7 @@ static const char *layout_name(int l)
 static void usage(void)
 {
     fprintf(stderr, "usage: ferry-sim --seed N [--seeds COUNT] [--nodes 3|5|2w|mix] [--steps K] "
-                    "[--no-peer-down] [--expect-failure] [--quiet]\n");
+                    "[--no-peer-down] [--snapshot-bytes N] [--expect-failure] [--quiet]\n");
     exit(2);
 }
 
@@ -47,13 +47,17 @@ static void report_failure(uint64_t seed, int layout, long steps, const struct s
 {
     printf("VIOLATION seed=%llu nodes=%s step=%ld: %s\n", (unsigned long long)seed,
            layout_name(layout), s->step, s->violation);
-    printf("replay: ferry-sim --seed %llu --nodes %s --steps %ld%s\n", (unsigned long long)seed,
+    printf("replay: ferry-sim --seed %llu --nodes %s --steps %ld%s", (unsigned long long)seed,
            layout_name(layout), steps, s->no_peer_down ? " --no-peer-down" : "");
+    if (s->snapshot_bytes)
+        printf(" --snapshot-bytes %llu", (unsigned long long)s->snapshot_bytes);
+    printf("\n");
     /* Replay with tracing up to the failing step. */
     static struct sim r;
     memset(&r, 0, sizeof(r));
     r.trace = 1;
     r.no_peer_down = s->no_peer_down;
+    r.snapshot_bytes = s->snapshot_bytes;
     r.stop_at_step = s->step;
     char first[512];
     snprintf(first, sizeof(first), "%s", s->violation);
@@ -72,6 +76,7 @@ int main(int argc, char **argv)
     uint64_t seed = 1, count = 1;
     long steps = 3000;
     int layout = -1, expect_failure = 0, quiet = 0, have_seed = 0, no_peer_down = 0;
+    uint64_t snapshot_bytes = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -94,6 +99,9 @@ int main(int argc, char **argv)
             if (layout == -2)
                 usage();
             i++;
+        } else if (strcmp(a, "--snapshot-bytes") == 0 && v) {
+            snapshot_bytes = strtoull(v, NULL, 10);
+            i++;
         } else if (strcmp(a, "--no-peer-down") == 0) {
             no_peer_down = 1;
         } else if (strcmp(a, "--expect-failure") == 0) {
@@ -115,6 +123,7 @@ int main(int argc, char **argv)
         int l = layout >= 0 ? layout : (int)(sd % 3);
         memset(&s, 0, sizeof(s));
         s.no_peer_down = no_peer_down;
+        s.snapshot_bytes = snapshot_bytes;
         if (sim_run(&s, sd, l, steps, &st) != 0) {
             failed = 1;
             if (expect_failure)

@@ -893,6 +893,9 @@ static void setup(struct sim *s, uint64_t seed, int layout)
     s->opts.snapshot_trailing = (uint32_t)rnd(s, 0, 20);
     s->opts.snapshot_chunk_bytes = (uint32_t)rnd(s, 64, 1024);
     s->opts.catchup_margin = (uint32_t)rnd(s, 0, 8);
+    /* --snapshot-bytes: also snapshot by payload bytes (no draw from the
+     * random stream, so every seed's run is otherwise unchanged). */
+    s->opts.snapshot_bytes = s->snapshot_bytes ? s->snapshot_bytes + seed % 1024 : 0;
     s->n_nodes = layout == SIM_5 ? 5 : 3;
     struct raft_config c = {0};
     bool equal = chance(s, 400);
@@ -1154,10 +1157,12 @@ int sim_run(struct sim *s, uint64_t seed, int layout, long steps, struct sim_sta
     int trace = s->trace;
     long stop_at = s->stop_at_step;
     bool no_peer_down = s->no_peer_down;
+    uint64_t snapshot_bytes = s->snapshot_bytes;
     memset(s, 0, sizeof(*s));
     s->trace = trace;
     s->stop_at_step = stop_at;
     s->no_peer_down = no_peer_down;
+    s->snapshot_bytes = snapshot_bytes;
     s->seed = seed;
     s->layout = layout;
     s->steps_max = steps;

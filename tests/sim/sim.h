@@ -99,6 +99,7 @@ struct sim {
     int verbose;
     int trace;         /* keep a trace ring */
     bool no_peer_down; /* comparison runs: PEER_DOWN events are drawn but never delivered */
+    uint64_t snapshot_bytes; /* > 0: raft_options.snapshot_bytes (plus seed % 1024) */
 
     struct rng rng;
     uint64_t now;

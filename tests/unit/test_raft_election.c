@@ -276,6 +276,33 @@ static void test_peer_down_leader_crash_fails_over_at_once(void **state)
     h_free(&h);
 }
 
+/* Two data nodes and a witness: the surviving data node's pre-vote reaches the
+ * witness before the witness saw the link drop, and is refused; it tries
+ * again after a heartbeat, not a whole election timeout. */
+static void test_peer_down_refused_prevote_retried_at_heartbeat_pace(void **state)
+{
+    (void)state;
+    struct hcluster h;
+    const int prio[] = {1, 1, 0};
+    h_init(&h, 3, prio, NULL);
+    h_run(&h, 500);
+    int l = h_leader(&h);
+    assert_true(l == 1 || l == 2);
+    int f = l == 1 ? 2 : 1, w = 3;
+    h.n[l].down = 1;
+    uint64_t t0 = h.now;
+    assert_int_equal(h_peer_down(&h, f, l), 0);
+    h_deliver(&h); /* the witness, still in lease, refuses */
+    assert_int_equal(raft_leader(h.n[w].r), l);
+    assert_int_equal(h_peer_down(&h, w, l), 0); /* now it has seen the drop too */
+    while (h_leader(&h) != f && h.now < t0 + 100)
+        h_run(&h, 1);
+    assert_int_equal(h_leader(&h), f);
+    /* Heartbeat is 10 ms and the election timeout 100 ms: two heartbeats at most. */
+    assert_true(h.now - t0 < 2 * 10);
+    h_free(&h);
+}
+
 /* PEER_DOWN about anyone but this follower's leader, or at a leader, a
  * pre-candidate or a learner, changes nothing and sends nothing. */
 static void test_peer_down_not_about_leader_ignored(void **state)
@@ -429,6 +456,7 @@ int main(void)
         cmocka_unit_test(test_foreign_and_unknown_rejected),
         cmocka_unit_test(test_single_node),
         cmocka_unit_test(test_peer_down_leader_crash_fails_over_at_once),
+        cmocka_unit_test(test_peer_down_refused_prevote_retried_at_heartbeat_pace),
         cmocka_unit_test(test_peer_down_not_about_leader_ignored),
         cmocka_unit_test(test_spurious_peer_down_keeps_healthy_leader),
         cmocka_unit_test(test_peer_down_keeps_priority_rules),

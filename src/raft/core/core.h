@@ -32,6 +32,7 @@ struct rlog {
     size_t n;
     uint64_t offset;
     uint64_t offset_term;
+    uint64_t bytes; /* payload bytes held */
 };
 
 enum progress_state {
@@ -102,6 +103,8 @@ struct raft {
     uint32_t rounds_at_one;
 
     bool snapshot_pending;
+    uint8_t quick_rounds; /* election timer resets left at heartbeat pace (after PEER_DOWN) */
+    uint64_t applied_bytes; /* payload bytes applied since the snapshot's index */
     struct {
         uint64_t index;
         uint64_t term;

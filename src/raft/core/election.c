@@ -24,8 +24,18 @@
 
 void election_reset_timer(struct raft *r)
 {
+    if (r->quick_rounds > 0) {
+        /* The leader's link dropped: if this round fails (a voter had not yet
+         * seen the drop and was still in its lease), try again after a
+         * heartbeat rather than a whole election timeout. */
+        r->quick_rounds--;
+        uint64_t h = r->o.heartbeat_ms;
+        r->election_deadline = r->now + rng_range(&r->rng, h, 2 * h - 1);
+        return;
+    }
     uint64_t t = r->o.election_timeout_ms;
-    r->election_deadline = r->now + rng_range(&r->rng, t, 2 * t - 1);
+    uint64_t max = r->o.election_timeout_max_ms > t ? r->o.election_timeout_max_ms : 2 * t;
+    r->election_deadline = r->now + rng_range(&r->rng, t, max - 1);
 }
 
 void priority_reset(struct raft *r)
@@ -197,6 +207,7 @@ void peer_down(struct raft *r, uint64_t id)
     if (r->role != RAFT_FOLLOWER || id == 0 || id != r->leader_id || campaign_priority(r) < 0)
         return;
     become_follower(r, r->term, 0);
+    r->quick_rounds = 2;
 #if RAFT_MUTATION == 4
     campaign(r, false, false); /* deliberately wrong: skips the pre-vote, deposing a live leader */
 #else

@@ -97,6 +97,7 @@ int rlog_append(struct raft *r, uint64_t term, uint8_t type, const void *data, u
     e->len = len;
     e->data = copy;
     l->n++;
+    l->bytes += len;
     mark_dirty(r, e->index);
     return 0;
 }
@@ -109,6 +110,7 @@ void rlog_truncate(struct raft *r, uint64_t from)
         struct raft_entry *e = &l->e[l->start + l->n - 1];
         raft_discard(r, e->data);
         e->data = NULL;
+        l->bytes -= e->len;
         l->n--;
     }
 }
@@ -124,6 +126,7 @@ void rlog_compact(struct raft *r, uint64_t upto)
         struct raft_entry *e = &l->e[l->start];
         raft_discard(r, e->data);
         e->data = NULL;
+        l->bytes -= e->len;
         l->start++;
         l->n--;
         l->offset++;
@@ -141,6 +144,7 @@ void rlog_reset(struct raft *r, uint64_t index, uint64_t term)
         l->n--;
     }
     l->start = 0;
+    l->bytes = 0;
     l->offset = index;
     l->offset_term = term;
 }

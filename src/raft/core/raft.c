@@ -242,6 +242,7 @@ static void leader_contact(struct raft *r, const struct raft_msg *m)
     if (r->role != RAFT_FOLLOWER || r->leader_id != m->from)
         become_follower(r, r->term, m->from);
     r->leader_contact_ms = r->now;
+    r->quick_rounds = 0;
     election_reset_timer(r);
     priority_reset(r);
 }
@@ -405,10 +406,15 @@ static void finish(struct raft *r, struct raft_update *up)
         up->flags |= RAFT_UPDATE_APPLY;
         up->apply = rlog_get(&r->log, r->applied + 1);
         up->n_apply = (uint32_t)(target - r->applied);
+        for (uint32_t i = 0; i < up->n_apply; i++)
+            r->applied_bytes += up->apply[i].len;
         r->applied = target;
     }
-    if (!r->snapshot_pending && r->o.snapshot_threshold > 0 &&
-        r->applied >= r->snap.index + r->o.snapshot_threshold) {
+    bool by_count = r->o.snapshot_threshold > 0 &&
+                    r->applied >= r->snap.index + r->o.snapshot_threshold;
+    bool by_bytes = r->o.snapshot_bytes > 0 && r->applied_bytes >= r->o.snapshot_bytes &&
+                    r->applied > r->snap.index;
+    if (!r->snapshot_pending && (by_count || by_bytes)) {
         up->flags |= RAFT_UPDATE_TAKE_SNAPSHOT;
         up->take_snapshot = r->applied;
         r->snapshot_pending = true;

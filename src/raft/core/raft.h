@@ -349,13 +349,17 @@ void raft_update_free(struct raft_update *up);
 struct raft_options {
     uint64_t id;                  /* this node, non-zero */
     uint64_t cluster_id;          /* every message carries it; others are rejected */
-    uint32_t election_timeout_ms; /* randomized in [t, 2t) */
+    uint32_t election_timeout_ms; /* randomized in [t, max) */
+    uint32_t election_timeout_max_ms; /* max; 0 (or not above t): 2t */
     uint32_t heartbeat_ms;
     uint32_t max_entries_per_msg;
     uint32_t max_bytes_per_msg;    /* batch limit (at least one entry is always sent) */
     uint32_t max_inflight_msgs;    /* <= RAFT_MAX_INFLIGHT */
     uint64_t max_inflight_bytes;   /* per follower */
     uint32_t snapshot_threshold;   /* applied entries between snapshots (snapshot_distance) */
+    uint64_t snapshot_bytes;       /* also snapshot once the entries applied since the last
+                                      one carry this many payload bytes (0: no such limit);
+                                      bounds the log held in memory */
     uint32_t snapshot_trailing;    /* entries kept behind a snapshot */
     uint32_t snapshot_chunk_bytes; /* InstallSnapshot chunk size */
     uint32_t catchup_margin;       /* a learner within this many entries is caught up */

@@ -28,8 +28,24 @@ void snapshot_saved(struct raft *r, uint64_t index, uint64_t size)
     meta.size = size;
     config_at(r, index, &meta.config);
     r->snap = meta;
+    r->applied_bytes = 0;
+    for (uint64_t i = index + 1; i <= r->applied; i++)
+        r->applied_bytes += rlog_get(&r->log, i)->len;
     uint64_t trail = r->o.snapshot_trailing;
     uint64_t c = index > trail ? index - trail : 0;
+    if (r->o.snapshot_bytes > 0 && c < r->log.offset)
+        c = r->log.offset;
+    /* The entries kept behind the snapshot hold at most a quarter of
+     * snapshot_bytes, so the log in memory stays bounded. */
+    if (r->o.snapshot_bytes > 0) {
+        uint64_t kept = 0;
+        for (uint64_t i = c + 1; i <= index; i++)
+            kept += rlog_get(&r->log, i)->len;
+        while (c < index && kept > r->o.snapshot_bytes / 4) {
+            c++;
+            kept -= rlog_get(&r->log, c)->len;
+        }
+    }
     if (c > r->log.offset) {
         rlog_compact(r, c);
         r->up->flags |= RAFT_UPDATE_COMPACT;
@@ -116,6 +132,7 @@ static void install(struct raft *r, const struct raft_msg_snapshot *s)
     config_refresh(r);
     advance_commit(r, s->index);
     r->applied = s->index;
+    r->applied_bytes = 0;
     if (r->verified < s->index)
         r->verified = s->index;
     up->flags |= RAFT_UPDATE_INSTALL;

@@ -661,7 +661,9 @@ int rnode_start(struct rnode **out, uv_loop_t *loop, const struct rnode_config *
     n->opts.cluster_id = cfg->cluster_id;
     n->opts.heartbeat_ms = cfg->heartbeat_ms;
     n->opts.election_timeout_ms = cfg->election_timeout_ms;
+    n->opts.election_timeout_max_ms = cfg->election_timeout_max_ms;
     n->opts.snapshot_threshold = cfg->snapshot_distance;
+    n->opts.snapshot_bytes = cfg->snapshot_bytes;
     n->opts.seed = cfg->seed;
     n->bootstrap.n = cfg->n_members;
     struct rtransport_member tm[RAFT_MAX_NODES];
@@ -870,7 +872,7 @@ void rnode_status(const struct rnode *n, struct rnode_status *out)
             p->reachable = n->transport_up &&
                            rtransport_peer_stats(&n->transport, p->id, &ps) == 0 && ps.connected;
             uint64_t match = 0, next = 0;
-            if (raft_role(r) == RAFT_LEADER && raft_progress(r, p->id, &match, &next))
+            if (raft_role(r) == RAFT_LEADER && raft_progress(r, p->id, &match, &next) == 0)
                 p->match = match;
         }
     }

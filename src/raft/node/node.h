@@ -60,8 +60,10 @@ struct rnode_config {
     uint64_t max_segment_bytes;
     uint32_t max_generations;
     uint32_t snapshot_distance;
+    uint64_t snapshot_bytes; /* also snapshot after this many applied payload bytes */
     uint32_t heartbeat_ms;
-    uint32_t election_timeout_ms; /* the core randomizes in [t, 2t) */
+    uint32_t election_timeout_ms;     /* the core randomizes in [min, max) */
+    uint32_t election_timeout_max_ms;
     int verify_ip;
     const char *client_address; /* sent to peers in the handshake ("" if none) */
     const struct raftlog_io *io; /* NULL: POSIX */
