@@ -362,6 +362,41 @@ void ferry_status_free(ferry_kv_t *kv);
  * by the server when this returns. */
 int ferry_ping(ferry_client_t *c, uint64_t *rtt_us);
 
+/* ------------------------------------------------------------------ */
+/* Cluster administration                                              */
+/* ------------------------------------------------------------------ */
+
+enum ferry_admin_action {
+    FERRY_ADMIN_TRANSFER_LEADER = 1, /* node_id: the new leader, 0 = the best caught-up voter */
+    FERRY_ADMIN_ADD_NODE = 2,        /* node_id, priority (0-255, 0 = witness), address */
+    FERRY_ADMIN_REMOVE_NODE = 3,     /* node_id (the leader itself too) */
+    FERRY_ADMIN_SNAPSHOT = 4,        /* the leader snapshots itself at its applied index */
+};
+
+/* One cluster administration request (the ADMIN op), served by the leader;
+ * the client must be connected normally (not FERRY_ANY_NODE), which finds
+ * the leader. Returns 0 once the leader accepted it:
+ *
+ *   TRANSFER_LEADER  the hand-over started; the leader closes its sessions
+ *                    when it steps down (clients reconnect to the new one).
+ *   ADD_NODE         node_id joins as a learner replicating from `address`
+ *                    ("host:port", its replication endpoint); the leader
+ *                    makes it a voter once it has caught up. The new node
+ *                    must run with cluster_join yes (docs/cluster.md).
+ *   REMOVE_NODE      node_id is out of the configuration; nobody dials it.
+ *   SNAPSHOT         a snapshot is being taken (snapshot_index in status
+ *                    advances once it is saved).
+ *
+ * priority is used by ADD_NODE only (pass -1 for the default, 1); address
+ * must be NULL or "" for the other actions. Membership changes are in force
+ * once accepted and durable once committed: if the leader fails before
+ * that, the outcome is unknown (check `member.<id>` in ferry_status).
+ * Errors: FERRY_EINVAL (bad argument), FERRY_EBUSY (another membership
+ * change or a transfer in progress: retry), FERRY_EEXIST / FERRY_ENOTFOUND
+ * (already / not a member), FERRY_ENOTLEADER, FERRY_ENOTSUP (single-node
+ * server), and the connection errors. */
+int ferry_admin(ferry_client_t *c, int action, uint32_t node_id, int priority, const char *address);
+
 #ifdef __cplusplus
 }
 #endif

@@ -92,6 +92,7 @@ void cli_catch_signals(void);
 
 /* Commands (one table entry each). */
 extern const struct cli_cmd cli_cmd_pub, cli_cmd_push, cli_cmd_sub, cli_cmd_consume, cli_cmd_create,
-    cli_cmd_delete, cli_cmd_list, cli_cmd_info, cli_cmd_status, cli_cmd_ping, cli_cmd_bench;
+    cli_cmd_delete, cli_cmd_list, cli_cmd_info, cli_cmd_status, cli_cmd_ping, cli_cmd_admin,
+    cli_cmd_bench;
 
 #endif

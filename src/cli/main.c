@@ -15,7 +15,7 @@
 static const struct cli_cmd *const commands[] = {
     &cli_cmd_pub,    &cli_cmd_push,   &cli_cmd_sub,   &cli_cmd_consume,
     &cli_cmd_create, &cli_cmd_delete, &cli_cmd_list,  &cli_cmd_info,
-    &cli_cmd_status, &cli_cmd_ping,   &cli_cmd_bench,
+    &cli_cmd_status, &cli_cmd_ping,   &cli_cmd_admin, &cli_cmd_bench,
 };
 #define NCOMMANDS (sizeof commands / sizeof commands[0])
 

@@ -249,6 +249,45 @@ int ferry_durable_delete(ferry_client_t *c, const char *channel, const char *dur
     return rc;
 }
 
+int ferry_admin(ferry_client_t *c, int action, uint32_t node_id, int priority, const char *address)
+{
+    struct proto_admin m;
+    memset(&m, 0, sizeof m);
+    if (action < FERRY_ADMIN_TRANSFER_LEADER || action > FERRY_ADMIN_SNAPSHOT)
+        return client_fail(c, FERRY_EINVAL, "unknown admin action %d", action);
+    int add = action == FERRY_ADMIN_ADD_NODE;
+    if (address == NULL)
+        address = "";
+    if (add && address[0] == '\0')
+        return client_fail(c, FERRY_EINVAL,
+                           "add-node needs the node's replication address "
+                           "(host:port)");
+    if (!add && address[0] != '\0')
+        return client_fail(c, FERRY_EINVAL, "only add-node takes an address");
+    if (strlen(address) > PROTO_NAME_MAX)
+        return client_fail(c, FERRY_EINVAL, "address of %zu bytes is too long (at most %d)",
+                           strlen(address), PROTO_NAME_MAX);
+    if (add && priority < 0)
+        priority = 1;
+    if (priority > 255 || (priority != -1 && priority < 0) || (!add && priority > 0))
+        return client_fail(c, FERRY_EINVAL, "priority %d: add-node takes 0 to 255", priority);
+    if ((add || action == FERRY_ADMIN_REMOVE_NODE) && node_id == 0)
+        return client_fail(c, FERRY_EINVAL, "a node id above 0 is needed");
+    if (action == FERRY_ADMIN_SNAPSHOT && node_id != 0)
+        return client_fail(c, FERRY_EINVAL,
+                           "snapshot takes no node id (the leader snapshots "
+                           "itself)");
+    m.action = (uint8_t)action;
+    m.node_id = node_id;
+    m.priority = add ? (uint8_t)priority : 0;
+    memcpy(m.address, address, strlen(address) + 1);
+    struct req r;
+    client_req_init(&r, PROTO_ADMIN);
+    int rc = call_encoded(c, &r, proto_encode_admin(&r.frame, 0, &m));
+    client_req_cleanup(&r);
+    return rc;
+}
+
 static void info_from_proto(ferry_info_t *out, const struct proto_info *in)
 {
     memset(out, 0, sizeof *out);

@@ -21,8 +21,8 @@ struct cluster_inflight {
     uint64_t index;
     uint64_t term;
     size_t n;
-    struct cluster_pending *pend;   /* n */
-    struct broker_result *results;  /* n */
+    struct cluster_pending *pend;  /* n */
+    struct broker_result *results; /* n */
 };
 
 /* ---- callbacks ------------------------------------------------------------ */
@@ -199,8 +199,7 @@ static void node_on_role(struct rnode *n)
     run_done(c);
 }
 
-static int node_snapshot_begin(struct rnode *n, uint64_t index, void **job,
-                               struct ferry_err *err)
+static int node_snapshot_begin(struct rnode *n, uint64_t index, void **job, struct ferry_err *err)
 {
     struct cluster *c = rnode_data(n);
     struct broker_snap *s = NULL;
@@ -216,7 +215,6 @@ static int node_snapshot_write(void *job, rnode_write_fn write, void *wctx, stru
 {
     return broker_snapshot_write(job, write, wctx, err);
 }
-
 
 static void node_snapshot_end(void *job)
 {
@@ -333,6 +331,7 @@ int cluster_start(struct cluster *c, uv_loop_t *loop, const struct config *cfg, 
     rc_cfg.election_timeout_ms = cfg->raft_election_min_ms;
     rc_cfg.election_timeout_max_ms = cfg->raft_election_max_ms;
     rc_cfg.verify_ip = cfg->verify_replication_node_ip;
+    rc_cfg.join = cfg->cluster_join;
     rc_cfg.client_address = client_address;
     rc_cfg.seed = ((uint64_t)c->node_id << 32) ^ (uint64_t)uv_hrtime();
 
@@ -409,8 +408,10 @@ int cluster_writable(const struct cluster *c, struct ferry_err *err)
     if (leader[0] != '\0')
         return ferry_err_set(err, FERRY_ENOTLEADER, "node %u is not the leader; the leader is %s",
                              c->node_id, leader);
-    return ferry_err_set(err, FERRY_ENOTLEADER, "node %u is not the leader, and no leader is known "
-                         "yet", c->node_id);
+    return ferry_err_set(err, FERRY_ENOTLEADER,
+                         "node %u is not the leader, and no leader is known "
+                         "yet",
+                         c->node_id);
 }
 
 static int reserve_pending(struct cluster *c, size_t extra)
@@ -428,8 +429,8 @@ static int reserve_pending(struct cluster *c, size_t extra)
     return 0;
 }
 
-int cluster_propose(struct cluster *c, const struct broker_cmd *cmd, cluster_done_cb cb,
-                    void *ctx, struct ferry_err *err)
+int cluster_propose(struct cluster *c, const struct broker_cmd *cmd, cluster_done_cb cb, void *ctx,
+                    struct ferry_err *err)
 {
     int rc = cluster_writable(c, err);
     if (rc)
@@ -478,8 +479,8 @@ int cluster_flush(struct cluster *c)
     if (c->npend == 0)
         return 0;
     size_t n = c->npend;
-    struct cluster_inflight *f =
-        ferry_malloc(sizeof *f + n * (sizeof(struct cluster_pending) + sizeof(struct broker_result)));
+    struct cluster_inflight *f = ferry_malloc(
+        sizeof *f + n * (sizeof(struct cluster_pending) + sizeof(struct broker_result)));
     struct ferry_err err;
     ferry_err_clear(&err);
     int rc = 0;

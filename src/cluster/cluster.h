@@ -62,11 +62,11 @@ struct cluster {
     struct broker *broker;
     struct rnode *node;
     uint32_t node_id;
-    int priority;                  /* this node's configured priority (0: witness) */
+    int priority; /* this node's configured priority (0: witness) */
     struct cluster_events ev;
     void *ev_ctx;
-    struct buf entry;              /* commands of the entry being built */
-    struct cluster_pending *pend;  /* one per command in `entry` */
+    struct buf entry;             /* commands of the entry being built */
+    struct cluster_pending *pend; /* one per command in `entry` */
     size_t npend;
     size_t cap_pend;
     struct cluster_inflight *head; /* proposed, oldest first */
@@ -74,9 +74,9 @@ struct cluster {
     struct cluster_inflight *done; /* applied in this batch, callbacks pending */
     struct cluster_inflight *done_tail;
     int serving;
-    int failed;                    /* storage failed (the driver is retrying) */
+    int failed; /* storage failed (the driver is retrying) */
     struct ferry_err failure;
-    uint64_t entries_committed;    /* statistics: entries applied on this node */
+    uint64_t entries_committed; /* statistics: entries applied on this node */
     uint64_t commands_committed;
     uint64_t last_applied;
 };
@@ -102,8 +102,8 @@ const char *cluster_role_name(const struct cluster *c);
 
 /* Queue one command for the current entry. 0, FERRY_ENOMEM, or the errors of
  * cluster_writable; on error cb is not called. */
-int cluster_propose(struct cluster *c, const struct broker_cmd *cmd, cluster_done_cb cb,
-                    void *ctx, struct ferry_err *err);
+int cluster_propose(struct cluster *c, const struct broker_cmd *cmd, cluster_done_cb cb, void *ctx,
+                    struct ferry_err *err);
 /* Queue already-encoded commands (e.g. RETURNs from broker_client_close) with no callback. */
 int cluster_propose_encoded(struct cluster *c, const uint8_t *p, size_t len, struct ferry_err *err);
 

@@ -67,6 +67,7 @@ static const struct key keys[] = {
     {"logfile_max_generations", K_NUMBER, FIELD(logfile_max_generations), 1, 1000, .initial = "3"},
     {"snapshot_distance", K_NUMBER, FIELD(snapshot_distance), 1, 1000000000, .initial = "1000"},
     {"verify_replication_node_ip", K_BOOL, FIELD(verify_replication_node_ip), .initial = "no"},
+    {"cluster_join", K_BOOL, FIELD(cluster_join), .initial = "no"},
     {"raft_heartbeat_interval", K_DURATION, FIELD(raft_heartbeat_ms), 1, 10 * SECOND,
      .initial = "50ms"},
     {"raft_election_timeout_min", K_DURATION, FIELD(raft_election_min_ms), 1, 60 * SECOND,
@@ -396,6 +397,10 @@ static int check_single_node(const struct config *c, struct ferry_err *err)
         return ferry_err_set(err, FERRY_ECONFIG,
                              "cluster_node_endpoint %s is set but cluster_membership is not", ep);
     }
+    if (c->cluster_join)
+        return ferry_err_set(err, FERRY_ECONFIG,
+                             "cluster_join is set but cluster_membership is not (list this node "
+                             "and the nodes it should reach)");
     return 0;
 }
 

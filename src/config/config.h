@@ -64,6 +64,7 @@ struct config {
     uint32_t logfile_max_generations; /* default 3; 1 .. 1000 */
     uint64_t snapshot_distance;       /* default 1000; 1 .. 1e9 */
     int verify_replication_node_ip;   /* default 0 */
+    int cluster_join;                 /* default 0: a new node that waits to be added online */
 
     /* Raft timing (issue: replicated cluster) */
     uint32_t raft_heartbeat_ms;       /* default 50; 1 .. 10000 */

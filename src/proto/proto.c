@@ -29,6 +29,7 @@ const char *proto_op_name(uint8_t op)
     case PROTO_INFO: return "INFO";
     case PROTO_STATUS: return "STATUS";
     case PROTO_DURABLE_DELETE: return "DURABLE_DELETE";
+    case PROTO_ADMIN: return "ADMIN";
     case PROTO_OK: return "OK";
     case PROTO_HELLO_OK: return "HELLO_OK";
     case PROTO_PONG: return "PONG";
@@ -346,6 +347,17 @@ int proto_encode_durable_delete(struct buf *b, uint32_t req, const char *channel
     return proto_end(&w);
 }
 
+int proto_encode_admin(struct buf *b, uint32_t req, const struct proto_admin *m)
+{
+    struct proto_writer w;
+    proto_begin(&w, b, PROTO_ADMIN, 0, req);
+    proto_put_u8(&w, m->action);
+    proto_put_u32(&w, m->node_id);
+    proto_put_u8(&w, m->priority);
+    proto_put_str(&w, m->address);
+    return proto_end(&w);
+}
+
 static void put_info(struct proto_writer *w, const struct proto_info *m)
 {
     proto_put_u8(w, m->kind);
@@ -492,6 +504,16 @@ int proto_decode_name(const uint8_t *body, size_t len, char *name, size_t cap)
 {
     READER(body, len);
     proto_get_str(r, name, cap);
+    return r->err;
+}
+
+int proto_decode_admin(const uint8_t *body, size_t len, struct proto_admin *m)
+{
+    READER(body, len);
+    m->action = proto_get_u8(r);
+    m->node_id = proto_get_u32(r);
+    m->priority = proto_get_u8(r);
+    proto_get_str(r, m->address, sizeof m->address);
     return r->err;
 }
 

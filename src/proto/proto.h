@@ -59,6 +59,7 @@ enum proto_op {
     PROTO_INFO = 0x23,
     PROTO_STATUS = 0x24,
     PROTO_DURABLE_DELETE = 0x25,
+    PROTO_ADMIN = 0x30, /* cluster administration (struct proto_admin); reply OK */
     /* replies (server -> client, request_id echoed) */
     PROTO_OK = 0x80,
     PROTO_HELLO_OK = 0x81,
@@ -218,6 +219,20 @@ struct proto_info { /* one record of INFO_OK / LIST_OK */
     uint64_t unacked;  /* deliveries in flight */
 };
 
+enum proto_admin_action {
+    PROTO_ADMIN_TRANSFER = 1,    /* hand leadership to node_id (0: the best caught-up voter) */
+    PROTO_ADMIN_ADD_NODE = 2,    /* add node_id at address as a learner with priority */
+    PROTO_ADMIN_REMOVE_NODE = 3, /* remove node_id from the configuration */
+    PROTO_ADMIN_SNAPSHOT = 4,    /* take a snapshot at the applied index now */
+};
+
+struct proto_admin {                  /* ADMIN */
+    uint8_t action;                   /* enum proto_admin_action */
+    uint32_t node_id;                 /* 0: none (or the best, for TRANSFER) */
+    uint8_t priority;                 /* ADD_NODE: election priority, 0 = witness */
+    char address[PROTO_NAME_MAX + 1]; /* ADD_NODE: replication host:port, else "" */
+};
+
 struct proto_kv {
     char key[PROTO_NAME_MAX + 1];
     char value[PROTO_TEXT_MAX + 1];
@@ -274,6 +289,7 @@ int proto_encode_ack(struct buf *b, uint8_t op, uint16_t flags, uint32_t req,
 int proto_encode_create(struct buf *b, uint32_t req, const struct proto_create *m);
 int proto_encode_durable_delete(struct buf *b, uint32_t req, const char *channel,
                                 const char *durable);
+int proto_encode_admin(struct buf *b, uint32_t req, const struct proto_admin *m);
 int proto_encode_info_ok(struct buf *b, uint32_t req, const struct proto_info *m);
 int proto_encode_list_ok(struct buf *b, uint32_t req, const struct proto_info *items,
                          uint32_t count);
@@ -296,6 +312,7 @@ int proto_decode_consume(const uint8_t *body, size_t len, struct proto_consume *
 int proto_decode_ack(const uint8_t *body, size_t len, struct proto_ack *m);
 int proto_decode_create(const uint8_t *body, size_t len, struct proto_create *m);
 int proto_decode_durable_delete(const uint8_t *body, size_t len, char *channel, char *durable);
+int proto_decode_admin(const uint8_t *body, size_t len, struct proto_admin *m);
 int proto_decode_info(struct proto_reader *r, struct proto_info *m);
 int proto_decode_info_ok(const uint8_t *body, size_t len, struct proto_info *m);
 /* LIST_OK: the count; then call proto_decode_info on the reader for each record. */

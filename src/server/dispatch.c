@@ -18,6 +18,7 @@
 #include "util/log.h"
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 struct pending {
@@ -709,6 +710,97 @@ static int on_status(struct session *ss, const struct proto_header *h)
     return 0;
 }
 
+/* "host:port" or "[v6]:port" into host and port; 0 or -1. */
+static int split_address(const char *s, char *host, size_t cap, uint16_t *port)
+{
+    const char *colon = strrchr(s, ':');
+    if (colon == NULL || colon == s || colon[1] == '\0')
+        return -1;
+    const char *h = s;
+    size_t hl = (size_t)(colon - s);
+    if (h[0] == '[') {
+        if (hl < 3 || h[hl - 1] != ']')
+            return -1;
+        h++;
+        hl -= 2;
+    }
+    if (hl >= cap)
+        return -1;
+    char *end;
+    unsigned long p = strtoul(colon + 1, &end, 10);
+    if (*end != '\0' || p == 0 || p > 65535)
+        return -1;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
+    *port = (uint16_t)p;
+    return 0;
+}
+
+/* ADMIN: membership, leadership and snapshots, on the serving leader (a
+ * monitoring session was already answered ENOTLEADER with the leader). */
+static int on_admin(struct session *ss, const struct proto_header *h, const uint8_t *b, size_t n)
+{
+    struct proto_admin m;
+    if (proto_decode_admin(b, n, &m) != 0)
+        return bad_body(ss, h);
+    struct server *srv = ss->srv;
+    struct cluster *c = &srv->cluster;
+    struct ferry_err err;
+    ferry_err_clear(&err);
+    int rc;
+    if (c->node == NULL || cluster_writable(c, &err) != 0) {
+        if (err.code == 0)
+            ferry_err_set(&err, FERRY_EUNAVAILABLE, "the server is stopping");
+        reply_err(ss, h->request_id, &err);
+        return 0;
+    }
+    if (m.action != PROTO_ADMIN_SNAPSHOT && srv->cfg->member_count == 0) {
+        session_error(ss, h->request_id, FERRY_ENOTSUP,
+                      "this server runs as a single node: membership and leadership need "
+                      "cluster_membership");
+        return 0;
+    }
+    char host[PROTO_NAME_MAX + 1];
+    uint16_t port = 0;
+    uint64_t snap = 0;
+    switch (m.action) {
+    case PROTO_ADMIN_TRANSFER:
+        rc = cluster_transfer(c, m.node_id, &err);
+        break;
+    case PROTO_ADMIN_ADD_NODE:
+        if (m.node_id == 0 || split_address(m.address, host, sizeof host, &port) != 0) {
+            session_error(ss, h->request_id, FERRY_EINVAL,
+                          "add-node needs a node id above 0 and a replication address "
+                          "HOST:PORT, not %u '%s'",
+                          m.node_id, m.address);
+            return 0;
+        }
+        rc = rnode_add_member(c->node, m.node_id, m.priority, host, port, &err);
+        break;
+    case PROTO_ADMIN_REMOVE_NODE:
+        rc = cluster_remove(c, m.node_id, &err);
+        break;
+    case PROTO_ADMIN_SNAPSHOT:
+        rc = rnode_snapshot_now(c->node, &snap, &err);
+        break;
+    default:
+        session_error(ss, h->request_id, FERRY_ENOTSUP, "unknown ADMIN action %u", m.action);
+        return 0;
+    }
+    if (rc != 0) {
+        reply_err(ss, h->request_id, &err);
+        return 0;
+    }
+    if (m.action == PROTO_ADMIN_SNAPSHOT)
+        log_info("server", "session %llu from %s: snapshot at index %llu requested",
+                 (unsigned long long)ss->id, ss->peer, (unsigned long long)snap);
+    else
+        log_info("server", "session %llu from %s: admin action %u (node %u) accepted",
+                 (unsigned long long)ss->id, ss->peer, m.action, m.node_id);
+    reply_empty(ss, PROTO_OK, h->request_id);
+    return 0;
+}
+
 int dispatch_frame(struct session *ss, const struct proto_header *h, const uint8_t *body,
                    size_t len)
 {
@@ -760,6 +852,8 @@ int dispatch_frame(struct session *ss, const struct proto_header *h, const uint8
         return on_info(ss, h, body, len);
     case PROTO_STATUS:
         return on_status(ss, h);
+    case PROTO_ADMIN:
+        return on_admin(ss, h, body, len);
     case PROTO_HELLO:
         session_error(ss, h->request_id, FERRY_ESTATE, "HELLO was already received");
         return 0;

@@ -9,6 +9,7 @@
 #include "util/log.h"
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -147,6 +148,10 @@ static int run(const struct config *cfg)
 
 int main(int argc, char **argv)
 {
+    /* Log entries and payloads come and go in large buffers: keep those in
+     * their own mappings, returned to the system when freed, instead of
+     * letting glibc raise the threshold and keep a burst's worth of heap. */
+    mallopt(M_MMAP_THRESHOLD, 256 * 1024);
     int print_config = 0;
     int n = 0;
     for (int i = 1; i < argc; i++) {

@@ -188,8 +188,10 @@ static int configure_reader(struct store *s, struct ferry_err *err)
     sqlite3_extended_result_codes(s->db, 1);
     sqlite3_busy_timeout(s->db, 0);
     int rc = want_wal(s, "PRAGMA journal_mode", err);
+    /* The reader streams snapshots and digests: one pass over everything,
+     * which a large page cache would only fill (and keep in memory). */
     if (rc == 0)
-        rc = exec_pragma(s, "PRAGMA cache_size=-8192", err);
+        rc = exec_pragma(s, "PRAGMA cache_size=-512", err);
     if (rc == 0)
         rc = exec_pragma(s, "PRAGMA temp_store=MEMORY", err);
     if (rc == 0)

@@ -197,11 +197,14 @@ int cluster_start_node(struct node *all, int count, int i, const char *const *ex
         char prio[16] = "";
         if (all[k].priority >= 0)
             snprintf(prio, sizeof prio, "[%d]", all[k].priority);
-        off += (size_t)snprintf(members + off, sizeof members - off, "%s%s%d:127.0.0.1:%u",
-                                k ? "," : "", prio, k + 1, all[k].raft_port);
+        off += (size_t)snprintf(members + off, sizeof members - off, "%s%s%d:%s:%u",
+                                k ? "," : "", prio, k + 1,
+                                all[k].raft_host[0] ? all[k].raft_host : "127.0.0.1",
+                                all[k].raft_port);
     }
     snprintf(id, sizeof id, "%d", i + 1);
-    snprintf(self, sizeof self, "127.0.0.1:%u", all[i].raft_port);
+    snprintf(self, sizeof self, "%s:%u", all[i].raft_host[0] ? all[i].raft_host : "127.0.0.1",
+             all[i].raft_port);
     const char *argv[64];
     int a = 0;
     argv[a++] = "--cluster_node_id";

@@ -18,6 +18,7 @@ struct node {
     uint16_t port;      /* client endpoint */
     uint16_t raft_port; /* replication endpoint (cluster tests) */
     int priority;       /* cluster tests: [priority] in the membership, -1 for none */
+    char raft_host[32]; /* cluster tests: replication host ("" = 127.0.0.1) */
     char dir[256];      /* data directory */
     char log[300];      /* ferryd's stderr */
 };

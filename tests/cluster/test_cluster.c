@@ -121,8 +121,8 @@ static void assert_acked_present(const struct node *n, const char *channel, cons
         return;
     char maxs[32];
     snprintf(maxs, sizeof maxs, "%ld", max);
-    const char *args[] = {"sub", channel, "--from", "1", "--count", maxs, "--verbose",
-                          "--timeout", "10", NULL};
+    const char *args[] = {"sub", channel,     "--from",    "1",  "--count",
+                          maxs,  "--verbose", "--timeout", "10", NULL};
     struct run_result r;
     run_ferry(n->port, NULL, &r, args);
     assert_int_equal(r.status, 0);
@@ -316,8 +316,13 @@ static void test_sigterm_leader_hands_over(void **state)
 static void test_follower_catches_up_by_snapshot(void **state)
 {
     (void)state;
-    const char *extra[] = {"--snapshot_distance", "50", "--logfile_max_generations", "1",
-                           "--logfile_max_size", "1M", NULL};
+    const char *extra[] = {"--snapshot_distance",
+                           "50",
+                           "--logfile_max_generations",
+                           "1",
+                           "--logfile_max_size",
+                           "1M",
+                           NULL};
     for (int i = 0; i < N; i++)
         assert_int_equal(cluster_start_node(nodes, N, i, extra), 0);
     int leader = cluster_leader(nodes, N, 15000);
@@ -365,8 +370,7 @@ static void test_follower_catches_up_by_snapshot(void **state)
     leader = cluster_leader(nodes, N, 15000);
     assert_true(leader >= 0);
     wait_agreement();
-    const char *sub[] = {"sub", "odd", "--from", "1", "--count", "3000", "--timeout", "10",
-                         NULL};
+    const char *sub[] = {"sub", "odd", "--from", "1", "--count", "3000", "--timeout", "10", NULL};
     run_ferry(nodes[leader].port, NULL, &r, sub);
     assert_int_equal(r.status, 0);
     assert_int_equal(strlen(r.out), len);

@@ -228,8 +228,8 @@ static void test_bench_failover_mode_loses_nothing(void **state)
     snprintf(servers, sizeof servers, "127.0.0.1:%u,127.0.0.1:%u,127.0.0.1:%u", nodes[0].port,
              nodes[1].port, nodes[2].port);
     snprintf(kill_cmd, sizeof kill_cmd, "kill -9 $(cat %s/n%%s/LOCK)", base);
-    const char *args[] = {"bench", "-m", "failover", "--servers", servers, "--duration", "4",
-                          "--kill-after", "1500", "--kill-cmd", kill_cmd, NULL};
+    const char *args[] = {"bench", "-m",           "failover", "--servers",  servers,  "--duration",
+                          "4",     "--kill-after", "1500",     "--kill-cmd", kill_cmd, NULL};
     struct run_result r;
     run_ferry(nodes[0].port, NULL, &r, args);
     fprintf(stderr, "%s%s", r.out, r.err);
@@ -276,7 +276,8 @@ static void test_full_disk_on_the_leader(void **state)
     for (int i = 1; i <= 2000; i++) /* ~16 MiB: more than the disk holds */
         fprintf(f, "%d %s\n", i, pad);
     fclose(f);
-    const char *args[] = {"pub", "disk", "--verbose", NULL};
+    /* One message per entry, so the log fills entry by entry. */
+    const char *args[] = {"pub", "disk", "--verbose", "--window", "1", NULL};
     pid_t cli = spawn_ferry(nodes[0].port, input, acked, args);
     int st;
     assert_int_equal(waitpid(cli, &st, 0), cli);
@@ -300,8 +301,8 @@ static void test_full_disk_on_the_leader(void **state)
     assert_true(count > 0 && count < 2000);
     char maxs[32];
     snprintf(maxs, sizeof maxs, "%ld", max);
-    const char *sub[] = {"sub", "disk", "--from", "1", "--count", maxs, "--verbose", "--timeout",
-                         "10", NULL};
+    const char *sub[] = {"sub", "disk",      "--from",    "1",  "--count",
+                         maxs,  "--verbose", "--timeout", "10", NULL};
     struct run_result r;
     run_ferry(others[k].port, NULL, &r, sub);
     assert_int_equal(r.status, 0);

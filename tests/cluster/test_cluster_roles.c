@@ -118,11 +118,71 @@ static void test_priorities(void **state)
         node_stop(&nodes[i]);
 }
 
+/* verify_replication_node_ip: a node's links are accepted only from the
+ * address its membership entry names. Node 3 lives on 127.0.0.2 and dials
+ * from there; a node whose entry names another address is refused. */
+static void test_verify_replication_node_ip(void **state)
+{
+    (void)state;
+    snprintf(nodes[2].raft_host, sizeof nodes[2].raft_host, "127.0.0.2");
+    const char *verify[] = {"--verify_replication_node_ip", "yes", NULL};
+    for (int i = 0; i < N; i++)
+        assert_int_equal(cluster_start_node(nodes, N, i, verify), 0);
+    int l = cluster_leader(nodes, N, 15000);
+    assert_true(l >= 0);
+    assert_int_equal(publish(&nodes[l], "v", "one"), 0);
+    /* Every node, node 3 included, applies it: links in both directions work. */
+    for (int i = 0; i < N; i++) {
+        char v[32] = "";
+        for (int t = 0; t < 10000; t += 20) {
+            if (node_status(&nodes[i], "stored_messages", v, sizeof v) == 0 && strcmp(v, "1") == 0)
+                break;
+            sleep_ms(20);
+        }
+        assert_string_equal(v, "1");
+    }
+    /* The leader hears every follower's acknowledgements: matches above 0. */
+    for (int i = 0; i < N; i++) {
+        if (i == l)
+            continue;
+        char key[32], line[256] = "";
+        unsigned long long match = 0;
+        snprintf(key, sizeof key, "member.%d", i + 1);
+        assert_int_equal(node_status(&nodes[l], key, line, sizeof line), 0);
+        const char *m = strstr(line, "match=");
+        assert_non_null(m);
+        match = strtoull(m + 6, NULL, 10);
+        assert_true(match > 0);
+    }
+    assert_false(node_log_contains(&nodes[1], "configured address is"));
+    assert_false(node_log_contains(&nodes[0], "configured address is"));
+    for (int i = 0; i < N; i++)
+        node_stop(&nodes[i]);
+
+    /* Nodes 1 and 2 now expect node 3 at 127.0.0.3; it still dials from
+     * 127.0.0.2, so they refuse its links and say why. */
+    snprintf(nodes[2].raft_host, sizeof nodes[2].raft_host, "127.0.0.3");
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(cluster_start_node(nodes, N, i, verify), 0);
+    snprintf(nodes[2].raft_host, sizeof nodes[2].raft_host, "127.0.0.2");
+    assert_int_equal(cluster_start_node(nodes, N, 2, verify), 0);
+    int refused = 0;
+    for (int t = 0; t < 10000 && !refused; t += 50) {
+        refused = node_log_contains(&nodes[0], "configured address is") ||
+                  node_log_contains(&nodes[1], "configured address is");
+        sleep_ms(50);
+    }
+    assert_true(refused);
+    for (int i = 0; i < N; i++)
+        node_stop(&nodes[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_two_nodes_and_a_witness, setup, teardown),
         cmocka_unit_test_setup_teardown(test_priorities, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_verify_replication_node_ip, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -381,7 +381,9 @@ static void test_stalled_subscriber_bounded_memory(void **state)
 
     int pub = conn_open(node.port);
     assert_int_equal(conn_hello(pub), 0);
-    int N = getenv("STALL_N") ? atoi(getenv("STALL_N")) : 3000; /* ~96 MiB of 32 KiB events */
+    /* ~192 MiB of 32 KiB events: buffering them would dwarf the fixed costs
+     * (page caches, the Raft log kept until a snapshot) that also show in RSS. */
+    int N = getenv("STALL_N") ? atoi(getenv("STALL_N")) : 6000;
     enum { SIZE = 32 * 1024 };
     char *payload = malloc(SIZE);
     memset(payload, 'p', SIZE);
@@ -403,12 +405,29 @@ static void test_stalled_subscriber_bounded_memory(void **state)
         for (int j = 0; j < 100; j++)
             assert_int_equal(expect_reply(pub, (uint32_t)(1000 + i + j), &b), PROTO_PUBLISH_OK);
     }
+    /* Let the snapshot that follows the burst finish and release the log
+     * entries it covers (the bound of docs/cluster.md), then measure. */
+    char si[32] = "", li[32] = "";
+    for (int t = 0; t < 10000; t += 50) {
+        if (node_status(&node, "snapshot_index", si, sizeof si) == 0 &&
+            node_status(&node, "applied_index", li, sizeof li) == 0 &&
+            strtoull(si, NULL, 10) + 20 >= strtoull(li, NULL, 10))
+            break;
+        sleep_ms(50);
+    }
     long rss_end = node_rss_kib(&node);
     long added_kib = (long)(N - N / 2) * SIZE / 1024;
     fprintf(stderr, "stalled subscriber: rss %ld KiB at half, %ld KiB at end; %ld KiB published "
             "in between\n", rss_half, rss_end, added_kib);
-    /* Buffering the events would grow RSS by about what was published. */
+    /* Buffering the events would grow RSS by about what was published.
+     * Under AddressSanitizer RSS shows ASan's allocator, which keeps freed
+     * memory in its own pools, so the bound is checked in the release build
+     * (CI runs both). */
+#if defined(__SANITIZE_ADDRESS__)
+    fprintf(stderr, "stalled subscriber: RSS bound not checked under AddressSanitizer\n");
+#else
     assert_true(rss_end - rss_half < added_kib / 4);
+#endif
 
     /* Now read everything: every event arrives, in order, without gaps. */
     struct proto_header h;

@@ -728,6 +728,8 @@ static void test_cluster_cross_key_errors(void **state)
     EXPECT_ERROR(rc, &err,
                  "cluster_node_endpoint localhost:9000 is set but cluster_membership "
                  "is not");
+    rc = load(&c, &err, NULL, ARGV("--cluster-join", "yes"));
+    EXPECT_ERROR(rc, &err, "cluster_join is set but cluster_membership is not");
     rc = load(&c, &err, NULL, ARGV("--cluster-node-id", "4", "--cluster-membership", SEED_MEMBERS));
     EXPECT_ERROR(rc, &err, "cluster_node_id 4 is not in cluster_membership", SEED_MEMBERS);
     rc = load(&c, &err, NULL,
@@ -851,7 +853,7 @@ static void test_print_defaults(void **state)
     int lines = 0;
     for (const char *p = text; *p; p++)
         lines += *p == '\n';
-    assert_int_equal(lines, 24);
+    assert_int_equal(lines, 25);
     static const char *const expected[] = {"client_endpoint 127.0.0.1:7878\n",
                                            "max_message_size 6000K\n",
                                            "log_level info\n",
@@ -861,6 +863,7 @@ static void test_print_defaults(void **state)
                                            "cluster_node_id 0\n",
                                            "cluster_node_endpoint none\n",
                                            "cluster_membership none\n",
+                                           "cluster_join no\n",
                                            "replication_logfile_directory ferry-data/raft\n",
                                            "logfile_max_size 64M\n",
                                            "raft_heartbeat_interval 50ms\n"};

@@ -281,6 +281,58 @@ static void test_encode_enomem_rolls_back(void **state)
     buf_free(&b);
 }
 
+/* ADMIN: byte layout, round trip of each action, truncation, oversized address. */
+static void test_admin(void **state)
+{
+    (void)state;
+    struct buf b;
+    buf_init(&b);
+    struct proto_admin in = {.action = PROTO_ADMIN_ADD_NODE, .node_id = 0x01020304, .priority = 7};
+    snprintf(in.address, sizeof in.address, "h4:9004");
+    assert_int_equal(proto_encode_admin(&b, 5, &in), 0);
+    size_t len;
+    const uint8_t *body = frame_body(&b, PROTO_ADMIN, 5, &len);
+    const uint8_t expect[] = {2, 1, 2, 3, 4, 7, 0, 7, 'h', '4', ':', '9', '0', '0', '4'};
+    assert_int_equal(len, sizeof expect);
+    assert_memory_equal(body, expect, sizeof expect);
+    assert_int_equal(b.data[5], 0x30);
+    struct proto_admin out;
+    assert_int_equal(proto_decode_admin(body, len, &out), 0);
+    assert_int_equal(out.action, PROTO_ADMIN_ADD_NODE);
+    assert_int_equal(out.node_id, 0x01020304);
+    assert_int_equal(out.priority, 7);
+    assert_string_equal(out.address, "h4:9004");
+    ASSERT_TRUNCATIONS_FAIL(proto_decode_admin, body, len, struct proto_admin);
+    static const uint8_t actions[] = {PROTO_ADMIN_TRANSFER, PROTO_ADMIN_REMOVE_NODE,
+                                      PROTO_ADMIN_SNAPSHOT};
+    for (size_t i = 0; i < sizeof actions; i++) {
+        b.len = 0;
+        struct proto_admin a = {.action = actions[i], .node_id = (uint32_t)i};
+        assert_int_equal(proto_encode_admin(&b, 6, &a), 0);
+        body = frame_body(&b, PROTO_ADMIN, 6, &len);
+        assert_int_equal(proto_decode_admin(body, len, &out), 0);
+        assert_int_equal(out.action, actions[i]);
+        assert_int_equal(out.node_id, i);
+        assert_string_equal(out.address, "");
+    }
+    /* An address longer than PROTO_NAME_MAX does not decode. */
+    b.len = 0;
+    struct proto_writer w;
+    char big[PROTO_NAME_MAX + 2];
+    memset(big, 'a', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    proto_begin(&w, &b, PROTO_ADMIN, 0, 1);
+    proto_put_u8(&w, PROTO_ADMIN_ADD_NODE);
+    proto_put_u32(&w, 4);
+    proto_put_u8(&w, 1);
+    proto_put_str(&w, big);
+    assert_int_equal(proto_end(&w), 0);
+    body = frame_body(&b, PROTO_ADMIN, 1, &len);
+    assert_int_equal(proto_decode_admin(body, len, &out), FERRY_EPROTO);
+    assert_string_equal(proto_op_name(PROTO_ADMIN), "ADMIN");
+    buf_free(&b);
+}
+
 static void test_names(void **state)
 {
     (void)state;
@@ -307,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_every_message_round_trips),
         cmocka_unit_test(test_strings_are_bounded),
         cmocka_unit_test(test_encode_enomem_rolls_back),
+        cmocka_unit_test(test_admin),
         cmocka_unit_test(test_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -59,6 +59,40 @@ static void test_learner_then_promote(void **state)
     h_free(&h);
 }
 
+/* A joining node starts with an empty configuration (what Ferry's driver
+ * passes with cluster_join): it never campaigns on a configuration it made
+ * up, however long nobody talks to it, and learns the real one from the
+ * leader once added. */
+static void test_joining_node_waits_to_be_added(void **state)
+{
+    (void)state;
+    struct raft_options o;
+    h_options(&o);
+    o.catchup_margin = 0;
+    struct hcluster h;
+    h_init(&h, 3, NULL, &o);
+    h_run(&h, 500);
+    int l = h_leader(&h);
+    assert_int_equal(h_propose(&h, l, "before"), 0);
+    struct raft_config empty = {0};
+    h_spawn(&h, 4, &empty);
+    h_run(&h, 3000);
+    assert_int_equal(raft_role(h.n[4].r), RAFT_FOLLOWER);
+    assert_int_equal(raft_term(h.n[4].r), 0);
+    assert_int_equal(raft_last_index(h.n[4].r), 0);
+    assert_int_equal(request(&h, l, RAFT_EV_ADD_LEARNER, 4, 3), 0);
+    h_run(&h, 200);
+    assert_int_equal(raft_last_index(h.n[4].r), raft_last_index(h.n[l].r));
+    const struct raft_node *n4 = raft_config_find(raft_config(h.n[4].r), 4);
+    assert_non_null(n4);
+    assert_int_equal(n4->role, RAFT_LEARNER);
+    assert_int_equal(n4->priority, 3);
+    assert_int_equal(request(&h, l, RAFT_EV_PROMOTE, 4, 0), 0);
+    h_run(&h, 100);
+    assert_int_equal(raft_config_find(raft_config(h.n[4].r), 4)->role, RAFT_VOTER);
+    h_free(&h);
+}
+
 /* A leader that removes itself keeps leading until the change commits, then
  * steps down; the others elect a leader among themselves. */
 static void test_remove_leader_steps_down(void **state)
@@ -256,6 +290,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_learner_then_promote),
+        cmocka_unit_test(test_joining_node_waits_to_be_added),
         cmocka_unit_test(test_remove_leader_steps_down),
         cmocka_unit_test(test_leadership_transfer),
         cmocka_unit_test(test_transfer_times_out),

@@ -246,6 +246,47 @@ static void test_snapshot_compaction(void **state)
     h_free(&h);
 }
 
+/* RAFT_EV_SNAPSHOT_NOW asks for a snapshot at the applied index outside the
+ * schedule, on any role; nothing when the newest snapshot is already there;
+ * EBUSY while one is being taken. */
+static void test_snapshot_now(void **state)
+{
+    (void)state;
+    struct hcluster h;
+    h_init(&h, 3, NULL, NULL); /* snapshot_threshold 1000: none by schedule */
+    h_run(&h, 500);
+    int l = h_leader(&h);
+    int f = l == 1 ? 2 : 1;
+    for (int i = 0; i < 5; i++)
+        h_propose(&h, l, "n");
+    h_run(&h, 50);
+    assert_int_equal(raft_snapshot(h.n[l].r)->index, 0);
+    uint64_t applied = raft_applied_index(h.n[l].r);
+    assert_true(applied >= 6);
+    struct raft_event ev = {.type = RAFT_EV_SNAPSHOT_NOW};
+    ev.now_ms = h.now;
+    /* Stepped by hand so the snapshot stays pending. */
+    assert_int_equal(raft_step(h.n[l].r, &ev, &h.n[l].up), 0);
+    assert_true(h.n[l].up.flags & RAFT_UPDATE_TAKE_SNAPSHOT);
+    assert_int_equal(h.n[l].up.take_snapshot, applied);
+    assert_int_equal(raft_step(h.n[l].r, &ev, &h.n[l].up), FERRY_EBUSY);
+    assert_false(h.n[l].up.flags & RAFT_UPDATE_TAKE_SNAPSHOT);
+    struct raft_event saved = {.type = RAFT_EV_SNAPSHOT_SAVED};
+    saved.u.snapshot_saved.index = applied;
+    saved.u.snapshot_saved.size = h.snapshot_size;
+    assert_int_equal(h_step(&h, l, &saved), 0);
+    assert_int_equal(raft_snapshot(h.n[l].r)->index, applied);
+    /* Nothing applied since: nothing to take. */
+    assert_int_equal(h_step(&h, l, &ev), 0);
+    assert_false(h.n[l].up.flags & RAFT_UPDATE_TAKE_SNAPSHOT);
+    /* A follower snapshots itself too (the harness saves at once). */
+    h_run(&h, 50);
+    assert_int_equal(h_step(&h, f, &ev), 0);
+    assert_int_equal(raft_snapshot(h.n[f].r)->index, raft_applied_index(h.n[f].r));
+    assert_true(raft_snapshot(h.n[f].r)->index >= applied);
+    h_free(&h);
+}
+
 /* A follower too far behind gets the snapshot in chunks and installs it. */
 static void test_chunked_snapshot_install(void **state)
 {
@@ -355,6 +396,7 @@ int main(void)
         cmocka_unit_test(test_pipelining_and_flow_control),
         cmocka_unit_test(test_batching_many_entries),
         cmocka_unit_test(test_snapshot_compaction),
+        cmocka_unit_test(test_snapshot_now),
         cmocka_unit_test(test_chunked_snapshot_install),
         cmocka_unit_test(test_restore),
         cmocka_unit_test(test_allocation_failures),

@@ -883,6 +883,99 @@ static void test_odd_payload_sizes(void **state)
     finish(&loop);
 }
 
+/* ---- members added and removed while running ------------------------------ */
+
+struct dyn {
+    struct node *nodes;
+    uint64_t rejected_before;
+    uint64_t recv_before; /* node 1's messages from node 3 */
+};
+
+static int node1_refused_3(void *ctx)
+{
+    struct dyn *d = ctx;
+    return rtransport_stats(&d->nodes[0].t)->rejected[RTRANSPORT_REJECT_UNKNOWN_NODE] >
+           d->rejected_before;
+}
+
+static int node3_linked_both_ways(void *ctx)
+{
+    struct dyn *d = ctx;
+    struct rtransport_peer_stats s;
+    return peer_connected(&d->nodes[0], 3) && peer_connected(&d->nodes[2], 1) &&
+           rtransport_peer_stats(&d->nodes[0].t, 3, &s) == 0 && s.inbound &&
+           peer_connected(&d->nodes[1], 3) && peer_connected(&d->nodes[2], 2);
+}
+
+static int node1_got_from_3(void *ctx)
+{
+    struct dyn *d = ctx;
+    return d->nodes[0].recv[3] > d->recv_before && d->nodes[2].recv[1] >= 1;
+}
+
+static int node3_saw_1_down(void *ctx)
+{
+    struct dyn *d = ctx;
+    return d->nodes[2].downs[1] >= 1;
+}
+
+/* A node the others do not know is refused until they add it; then it links
+ * both ways. Removed, it is refused again, not redialled, and the remover
+ * gets no peer-down notice; added back, it links again (the slot is reused). */
+static void test_add_and_remove_members(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    setup_members(3);
+    struct node nodes[3];
+    for (uint32_t i = 0; i < 2; i++) {
+        struct rtransport_config cfg = base_config(i + 1);
+        cfg.n_members = 2; /* nodes 1 and 2 do not know node 3 */
+        node_start_cfg(&nodes[i], &loop, &cfg);
+    }
+    node_start(&nodes[2], &loop, 3);
+    struct dyn d = {nodes, 0, 0};
+    run_until(&loop, node1_refused_3, &d, WAIT_MS);
+    struct ferry_err err;
+    assert_int_equal(rtransport_send(&nodes[0].t, 3, "x", 1), FERRY_ENOTFOUND);
+    assert_int_equal(rtransport_add_member(&nodes[0].t, &members[2], &err), 0);
+    assert_int_equal(rtransport_add_member(&nodes[1].t, &members[2], &err), 0);
+    assert_int_equal(rtransport_add_member(&nodes[0].t, &members[2], &err), 0); /* again: no-op */
+    assert_int_equal(rtransport_add_member(&nodes[0].t, &members[0], &err), FERRY_EINVAL);
+    struct rtransport_member unresolvable = {9, "no-such-host.invalid", 1};
+    assert_int_equal(rtransport_add_member(&nodes[0].t, &unresolvable, &err), FERRY_ECONFIG);
+    run_until(&loop, node3_linked_both_ways, &d, WAIT_MS);
+    assert_int_equal(send_seq(&nodes[0], 3, 0, 8), 0);
+    assert_int_equal(send_seq(&nodes[2], 1, 0, 8), 0);
+    run_until(&loop, node1_got_from_3, &d, WAIT_MS);
+
+    d.rejected_before = rtransport_stats(&nodes[0].t)->rejected[RTRANSPORT_REJECT_UNKNOWN_NODE];
+    assert_int_equal(rtransport_remove_member(&nodes[0].t, 3), 0);
+    assert_int_equal(rtransport_remove_member(&nodes[0].t, 3), FERRY_ENOTFOUND);
+    struct rtransport_peer_stats s;
+    assert_int_equal(rtransport_peer_stats(&nodes[0].t, 3, &s), FERRY_ENOTFOUND);
+    assert_int_equal(rtransport_send(&nodes[0].t, 3, "x", 1), FERRY_ENOTFOUND);
+    run_until(&loop, node3_saw_1_down, &d, WAIT_MS);
+    run_until(&loop, node1_refused_3, &d, WAIT_MS); /* node 3 redials and is refused */
+    assert_int_equal(nodes[0].downs[3], 0);
+    assert_int_equal(rtransport_peer_stats(&nodes[0].t, 2, &s), 0); /* others untouched */
+    assert_true(s.connected);
+
+    assert_int_equal(rtransport_add_member(&nodes[0].t, &members[2], &err), 0);
+    d.recv_before = nodes[0].recv[3];
+    run_until(&loop, node3_linked_both_ways, &d, WAIT_MS);
+    assert_int_equal(send_seq(&nodes[2], 1, 1, 8), 0);
+    run_until(&loop, node1_got_from_3, &d, WAIT_MS);
+    assert_false(nodes[0].bad);
+    assert_false(nodes[2].bad);
+    for (int i = 0; i < 3; i++)
+        node_close(&nodes[i]);
+    finish(&loop);
+    for (int i = 0; i < 3; i++)
+        assert_true(nodes[i].closed);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -898,6 +991,7 @@ int main(void)
         cmocka_unit_test(test_peer_restart_redials_and_reports_down),
         cmocka_unit_test(test_backpressure_busy_and_bounded),
         cmocka_unit_test(test_odd_payload_sizes),
+        cmocka_unit_test(test_add_and_remove_members),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

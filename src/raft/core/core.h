@@ -103,7 +103,8 @@ struct raft {
     uint32_t rounds_at_one;
 
     bool snapshot_pending;
-    uint8_t quick_rounds; /* election timer resets left at heartbeat pace (after PEER_DOWN) */
+    bool snapshot_wanted;   /* RAFT_EV_SNAPSHOT_NOW this step */
+    uint8_t quick_rounds;   /* election timer resets left at heartbeat pace (after PEER_DOWN) */
     uint64_t applied_bytes; /* payload bytes applied since the snapshot's index */
     struct {
         uint64_t index;

@@ -414,7 +414,9 @@ static void finish(struct raft *r, struct raft_update *up)
                     r->applied >= r->snap.index + r->o.snapshot_threshold;
     bool by_bytes = r->o.snapshot_bytes > 0 && r->applied_bytes >= r->o.snapshot_bytes &&
                     r->applied > r->snap.index;
-    if (!r->snapshot_pending && (by_count || by_bytes)) {
+    bool wanted = r->snapshot_wanted && r->applied > r->snap.index;
+    r->snapshot_wanted = false;
+    if (!r->snapshot_pending && (by_count || by_bytes || wanted)) {
         up->flags |= RAFT_UPDATE_TAKE_SNAPSHOT;
         up->take_snapshot = r->applied;
         r->snapshot_pending = true;
@@ -485,6 +487,12 @@ int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *u
         break;
     case RAFT_EV_PEER_DOWN:
         peer_down(r, ev->u.node_id);
+        break;
+    case RAFT_EV_SNAPSHOT_NOW:
+        if (r->snapshot_pending)
+            rc = FERRY_EBUSY;
+        else
+            r->snapshot_wanted = true;
         break;
     default:
         rc = FERRY_EINVAL;

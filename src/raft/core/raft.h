@@ -64,6 +64,13 @@
  * followers still hearing the leader ignore (stickiness), and the leader's
  * next heartbeat makes this node its follower again.
  *
+ * SNAPSHOT NOW: RAFT_EV_SNAPSHOT_NOW asks for a snapshot at the applied index
+ * outside the snapshot_threshold / snapshot_bytes schedule (an operator's
+ * `ferry admin snapshot`). The update of that step carries
+ * RAFT_UPDATE_TAKE_SNAPSHOT unless the newest snapshot is already at the
+ * applied index (nothing to do, returns 0). FERRY_EBUSY while a snapshot is
+ * being taken (requested and not yet reported saved).
+ *
  * A client's proposal is acknowledged only once its entry (proposed_index,
  * proposed_term) has been applied with that same term.
  *
@@ -234,6 +241,7 @@ enum raft_event_type {
     RAFT_EV_REMOVE = 8,         /* membership: remove a node (the leader too) */
     RAFT_EV_TRANSFER = 9,       /* hand leadership to node id (0: the best candidate) */
     RAFT_EV_PEER_DOWN = 10,     /* the link to node id was lost (connection reset or closed) */
+    RAFT_EV_SNAPSHOT_NOW = 11,  /* take a snapshot at the applied index now (any role) */
 };
 
 struct raft_event {
@@ -374,8 +382,9 @@ void raft_options_default(struct raft_options *o);
 struct raft;
 
 /* Create a core for a node with an empty log whose initial configuration is
- * `bootstrap` (identical on every founding node; a joining node passes the
- * membership it knows). *out is freed by raft_close. */
+ * `bootstrap` (identical on every founding node; a joining node passes an
+ * empty configuration, so it cannot campaign before the leader adds it).
+ * *out is freed by raft_close. */
 int raft_init(struct raft **out, const struct raft_options *o, const struct raft_config *bootstrap,
               struct ferry_err *err);
 

@@ -12,10 +12,14 @@
 #include "util/clock.h"
 #include "util/log.h"
 #include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 
 #define RETRY_MS 1000
+#define RETRY_MAX_MS 8000
+#define PROBE_BYTES (1024 * 1024)
 #define SNAPSHOT_RETRY_MS 5000
 
 static void act(struct rnode *n);
@@ -43,11 +47,42 @@ static int step(struct rnode *n, struct raft_event *ev)
     return rc;
 }
 
+/* Leader: promote a learner whose log is within catchup_margin entries of
+ * ours and holds at least the entry that made it a learner, once no other
+ * change is in flight. The second condition matters while the log is short:
+ * by the margin alone, a learner that never answered (match 0) would count
+ * as caught up, and promoting a node that is down raises the quorum. Runs on
+ * every tick (a heartbeat on a leader), so a learner becomes a voter about a
+ * heartbeat after it caught up; the core checks again and refuses (EBUSY,
+ * EAGAIN) when it may not. */
+static void maybe_promote(struct rnode *n)
+{
+    if (n->core == NULL || n->stopping || raft_role(n->core) != RAFT_LEADER ||
+        raft_config_index(n->core) > raft_commit_index(n->core))
+        return;
+    const struct raft_config *c = raft_config(n->core);
+    uint64_t last = raft_last_index(n->core);
+    for (uint32_t i = 0; i < c->n; i++) {
+        uint64_t match = 0, next = 0;
+        uint64_t id = c->nodes[i].id;
+        if (c->nodes[i].role != RAFT_LEARNER || raft_progress(n->core, id, &match, &next) != 0 ||
+            match + n->opts.catchup_margin < last || match < raft_config_index(n->core))
+            continue;
+        struct raft_event ev = {.type = RAFT_EV_PROMOTE};
+        ev.u.node_id = id;
+        if (step(n, &ev) == 0)
+            log_info("raft", "node %llu caught up (match %llu of %llu): promoting it to voter",
+                     (unsigned long long)id, (unsigned long long)match, (unsigned long long)last);
+        return;
+    }
+}
+
 static void tick_cb(uv_timer_t *t)
 {
     struct rnode *n = t->data;
     struct raft_event ev = {.type = RAFT_EV_TICK};
     step(n, &ev);
+    maybe_promote(n);
 }
 
 static void wake_cb(uv_async_t *a)
@@ -387,10 +422,15 @@ static void act(struct rnode *n)
         /* An open snapshot reader keeps working once its file is pruned. */
         writer_compact(n, up->compact_to);
     }
+    if (n->core != NULL &&
+        memcmp(&n->linked_config, raft_config(n->core), sizeof n->linked_config) != 0)
+        links_sync(n);
     if (up->flags & RAFT_UPDATE_ROLE) {
         if (up->role != n->role || up->leader_id != n->leader)
             log_info("raft", "term %llu: %s, leader %llu", (unsigned long long)up->term,
                      raft_role_name(up->role), (unsigned long long)up->leader_id);
+        if (up->role == RAFT_LEADER && n->role != RAFT_LEADER)
+            book_broadcast(n);
         n->role = up->role;
         n->leader = (uint32_t)up->leader_id;
         n->term = up->term;
@@ -443,6 +483,35 @@ static int load(struct rnode *n, struct ferry_err *err)
     return 0;
 }
 
+/* Can the log directory take new data? Write and sync PROBE_BYTES, then
+ * delete them. Reading a log back works on a full disk; rejoining (and
+ * perhaps being elected) only to fail the next append would keep the
+ * cluster from electing a node that can write. */
+static int probe_storage(struct rnode *n, struct ferry_err *err)
+{
+    static const uint8_t zeros[64 * 1024];
+    const struct raftlog_io *io = n->io ? n->io : raftlog_io_posix();
+    char path[4200];
+    snprintf(path, sizeof path, "%s/probe.tmp", n->log_dir);
+    int fd = io->open(io->ctx, path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return ferry_err_set(err, FERRY_EIO, "cannot create %s: %s", path, strerror(-fd));
+    long rc = 0;
+    for (uint64_t off = 0; off < PROBE_BYTES && rc >= 0; off += sizeof zeros) {
+        rc = io->pwrite(io->ctx, fd, zeros, sizeof zeros, off);
+        if (rc >= 0 && (size_t)rc != sizeof zeros)
+            rc = -ENOSPC;
+    }
+    if (rc >= 0)
+        rc = io->fdatasync(io->ctx, fd);
+    io->close(io->ctx, fd);
+    io->unlink(io->ctx, path);
+    if (rc < 0)
+        return ferry_err_set(err, rc == -ENOSPC ? FERRY_ENOSPC : FERRY_EIO, "cannot write %s: %s",
+                             path, strerror((int)-rc));
+    return 0;
+}
+
 static void retry_cb(uv_timer_t *t)
 {
     struct rnode *n = t->data;
@@ -461,13 +530,15 @@ static void retry_cb(uv_timer_t *t)
     pthread_mutex_unlock(&n->mu);
     struct ferry_err err;
     ferry_err_clear(&err);
-    if (load(n, &err) != 0) {
+    if (probe_storage(n, &err) != 0 || load(n, &err) != 0) {
         log_warn("raft", "storage still failing: %s", err.msg);
         snprintf(n->failure.msg, sizeof n->failure.msg, "%s", err.msg);
+        n->retry_ms = n->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : n->retry_ms * 2;
+        uv_timer_start(&n->retry, retry_cb, n->retry_ms, 0);
         return;
     }
-    uv_timer_stop(&n->retry);
     n->failed = 0;
+    n->recovered_ms = clock_mono_ms();
     log_info("raft", "storage works again; node %u rejoins as a follower", n->self_id);
     if (n->cb.on_recovered)
         n->cb.on_recovered(n);
@@ -496,7 +567,14 @@ static void enter_failed(struct rnode *n, const struct ferry_err *why)
         n->cb.on_failed(n, why);
     if (was_leader)
         n->cb.on_role(n);
-    uv_timer_start(&n->retry, retry_cb, RETRY_MS, RETRY_MS);
+    /* Back off while failures repeat: 1 s, doubling up to 8 s, back to 1 s
+     * once the node has run for a minute without one. */
+    uint64_t now = clock_mono_ms();
+    if (n->retry_ms == 0 || now > n->recovered_ms + 60000)
+        n->retry_ms = RETRY_MS;
+    else
+        n->retry_ms = n->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : n->retry_ms * 2;
+    uv_timer_start(&n->retry, retry_cb, n->retry_ms, 0);
 }
 
 /* ---- transport ----------------------------------------------------------- */
@@ -523,11 +601,10 @@ static void recv_node_info(struct rnode *n, uint32_t from, const uint8_t *p, siz
         log_warn("raft", "dropped a malformed node-info message from node %u", from);
         return;
     }
-    for (uint32_t i = 0; i < n->n_peers; i++) {
-        if (n->peers[i].id == from) {
-            memcpy(n->peers[i].client_address, p + 3, len - 3);
-            n->peers[i].client_address[len - 3] = '\0';
-        }
+    struct rnode_peer *peer = book_find(n, from);
+    if (peer != NULL) {
+        memcpy(peer->client_address, p + 3, len - 3);
+        peer->client_address[len - 3] = '\0';
     }
 }
 
@@ -536,6 +613,11 @@ static void on_message(struct rtransport *t, uint32_t from, const uint8_t *bytes
     struct rnode *n = t->data;
     if (len > 0 && bytes[0] == NODE_INFO_TAG) {
         recv_node_info(n, from, bytes, len);
+        return;
+    }
+    if (len > 0 && bytes[0] == BOOK_TAG) {
+        if (!n->stopping)
+            book_recv(n, from, bytes, len);
         return;
     }
     if (n->core == NULL || n->stopping)
@@ -570,6 +652,8 @@ static void on_peer_up(struct rtransport *t, uint32_t id)
     struct rnode *n = t->data;
     log_debug("raft", "link to node %u is up", id);
     send_node_info(n, id);
+    if (n->core != NULL && raft_role(n->core) == RAFT_LEADER)
+        book_send(n, id);
 }
 
 static void on_peer_down(struct rtransport *t, uint32_t id)
@@ -665,7 +749,11 @@ int rnode_start(struct rnode **out, uv_loop_t *loop, const struct rnode_config *
     n->opts.snapshot_threshold = cfg->snapshot_distance;
     n->opts.snapshot_bytes = cfg->snapshot_bytes;
     n->opts.seed = cfg->seed;
-    n->bootstrap.n = cfg->n_members;
+    /* A joining node starts with an empty configuration: it is nobody's
+     * voter, so it never campaigns, and learns the real configuration from
+     * the leader once added (docs/cluster.md, Membership changes). */
+    n->join = cfg->join;
+    n->bootstrap.n = cfg->join ? 0 : cfg->n_members;
     struct rtransport_member tm[RAFT_MAX_NODES];
     for (uint32_t i = 0; i < cfg->n_members; i++) {
         const struct rnode_member *m = &cfg->members[i];
@@ -677,17 +765,24 @@ int rnode_start(struct rnode **out, uv_loop_t *loop, const struct rnode_config *
         snprintf(p->host, sizeof p->host, "%s", m->host);
         p->port = m->port;
         p->priority = m->priority;
+        p->configured = 1;
+        p->linked = m->id != cfg->self_id;
         tm[i].id = m->id;
         tm[i].host = p->host;
         tm[i].port = m->port;
     }
     n->n_peers = cfg->n_members;
+    if (cfg->join)
+        memset(&n->bootstrap.nodes, 0, sizeof n->bootstrap.nodes);
 
     int rc = load(n, err);
     if (rc != 0) {
         free_node(n);
         return rc;
     }
+    struct ferry_err berr;
+    if (book_load(n, &berr) != 0)
+        log_warn("raft", "%s; members added online must be added again", berr.msg);
     rc = writer_start(n, err);
     if (rc != 0) {
         raft_close(n->core);
@@ -714,6 +809,12 @@ int rnode_start(struct rnode **out, uv_loop_t *loop, const struct rnode_config *
             .verify_ip = cfg->verify_ip,
             .seed = cfg->seed ^ 0x9e3779b97f4a7c15ull,
         };
+        /* With verify_replication_node_ip on, peers accept this node's links
+         * only from the address its membership entry names: dial from it. */
+        for (uint32_t i = 0; cfg->verify_ip && i < cfg->n_members; i++) {
+            if (cfg->members[i].id == cfg->self_id)
+                tc.source_host = cfg->members[i].host;
+        }
         struct rtransport_callbacks tcb = {on_message, on_peer_up, on_peer_down};
         rc = rtransport_init(&n->transport, loop, &tc, &tcb, err);
         if (rc == 0) {
@@ -726,6 +827,7 @@ int rnode_start(struct rnode **out, uv_loop_t *loop, const struct rnode_config *
             rnode_stop(n, NULL, NULL);
             return rc;
         }
+        links_sync(n);
     }
     *out = n;
     struct raft_event ev = {.type = RAFT_EV_TICK};
@@ -760,8 +862,8 @@ void *rnode_data(const struct rnode *n)
     return n->data;
 }
 
-int rnode_propose(struct rnode *n, const void *data, uint32_t len, uint64_t *index,
-                  uint64_t *term, struct ferry_err *err)
+int rnode_propose(struct rnode *n, const void *data, uint32_t len, uint64_t *index, uint64_t *term,
+                  struct ferry_err *err)
 {
     if (n->core == NULL)
         return ferry_err_set(err, FERRY_EUNAVAILABLE, "node is not accepting writes: %s",
@@ -807,6 +909,77 @@ int rnode_remove(struct rnode *n, uint32_t id, struct ferry_err *err)
     return 0;
 }
 
+int rnode_add_member(struct rnode *n, uint32_t id, uint8_t priority, const char *host,
+                     uint16_t port, struct ferry_err *err)
+{
+    if (n->core == NULL)
+        return ferry_err_set(err, FERRY_EUNAVAILABLE, "node is not taking part: %s",
+                             n->failure.msg);
+    if (!raft_accepts_proposals(n->core))
+        return ferry_err_set(err, FERRY_ENOTLEADER, "node %u is not the leader", n->self_id);
+    const struct raft_node *have = raft_config_find(raft_config(n->core), id);
+    if (id == n->self_id || have != NULL)
+        return ferry_err_set(err, FERRY_EEXIST, "node %u is already a member (%s)", id,
+                             have != NULL && have->role == RAFT_LEARNER ? "learner" : "voter");
+    struct rnode_peer *p = book_find(n, id);
+    struct rnode_peer old;
+    int existed = p != NULL;
+    if (existed)
+        old = *p;
+    int changed = 0;
+    int rc = book_put(n, id, host, port, &changed, err);
+    if (rc != 0)
+        return rc;
+    struct raft_event ev = {.type = RAFT_EV_ADD_LEARNER};
+    ev.u.add_learner.id = id;
+    ev.u.add_learner.priority = priority;
+    rc = step(n, &ev);
+    if (rc != 0) {
+        if (!existed)
+            book_drop(n, id);
+        else if (changed)
+            *book_find(n, id) = old;
+        return ferry_err_set(err, rc == FERRY_ENOMEM ? FERRY_EUNAVAILABLE : rc,
+                             "adding node %u refused: %s%s", id, ferry_strerror(rc),
+                             rc == FERRY_EBUSY ? " (a membership change or leadership transfer "
+                                                 "is in progress; try again)"
+                                               : "");
+    }
+    if (changed) {
+        struct ferry_err serr;
+        if (book_save(n, &serr) != 0)
+            log_warn("raft", "%s", serr.msg);
+        book_broadcast(n);
+    }
+    log_info("raft",
+             "node %u at %s:%u added as a learner (priority %u); it becomes a voter "
+             "once caught up",
+             id, host, port, priority);
+    return 0;
+}
+
+int rnode_snapshot_now(struct rnode *n, uint64_t *index, struct ferry_err *err)
+{
+    if (n->core == NULL)
+        return ferry_err_set(err, FERRY_EUNAVAILABLE, "node is not taking part: %s",
+                             n->failure.msg);
+    uint64_t before = n->snap_index;
+    struct raft_event ev = {.type = RAFT_EV_SNAPSHOT_NOW};
+    int rc = step(n, &ev);
+    if (rc == FERRY_EBUSY)
+        return ferry_err_set(err, rc,
+                             "a snapshot (index %llu) is being taken; try again once it "
+                             "is saved",
+                             (unsigned long long)n->snap_index);
+    if (rc != 0)
+        return ferry_err_set(err, FERRY_EUNAVAILABLE, "snapshot refused: %s", ferry_strerror(rc));
+    if (n->core == NULL)
+        return ferry_err_set(err, FERRY_EUNAVAILABLE, "node is not taking part: %s",
+                             n->failure.msg);
+    *index = n->snap_index != before ? n->snap_index : raft_snapshot(n->core)->index;
+    return 0;
+}
+
 int rnode_is_leader(const struct rnode *n)
 {
     return n->core != NULL && n->role == RAFT_LEADER;
@@ -826,11 +999,8 @@ const char *rnode_client_address(const struct rnode *n, uint32_t id)
 {
     if (id == n->self_id)
         return n->client_address;
-    for (uint32_t i = 0; i < n->n_peers; i++) {
-        if (n->peers[i].id == id)
-            return n->peers[i].client_address;
-    }
-    return "";
+    const struct rnode_peer *p = book_find((struct rnode *)n, id);
+    return p != NULL ? p->client_address : "";
 }
 
 void rnode_status(const struct rnode *n, struct rnode_status *out)
@@ -862,8 +1032,7 @@ void rnode_status(const struct rnode *n, struct rnode_status *out)
         p->id = (uint32_t)c->nodes[i].id;
         p->role = c->nodes[i].role;
         p->priority = c->nodes[i].priority;
-        snprintf(p->client_address, sizeof p->client_address, "%s",
-                 rnode_client_address(n, p->id));
+        snprintf(p->client_address, sizeof p->client_address, "%s", rnode_client_address(n, p->id));
         if (p->id == n->self_id) {
             p->reachable = 1;
             p->match = out->last_index;

@@ -62,10 +62,12 @@ struct rnode_config {
     uint32_t snapshot_distance;
     uint64_t snapshot_bytes; /* also snapshot after this many applied payload bytes */
     uint32_t heartbeat_ms;
-    uint32_t election_timeout_ms;     /* the core randomizes in [min, max) */
+    uint32_t election_timeout_ms; /* the core randomizes in [min, max) */
     uint32_t election_timeout_max_ms;
     int verify_ip;
     const char *client_address; /* sent to peers in the handshake ("" if none) */
+    int join; /* cluster_join: start with an empty configuration and wait to be added
+                 (members then only says whom to dial); see rnode_add_member */
     const struct raftlog_io *io; /* NULL: POSIX */
     uint64_t seed;
 };
@@ -124,9 +126,9 @@ struct rnode_status {
     uint64_t commit;
     uint64_t applied;
     uint64_t snapshot_index;
-    int failed;               /* storage failed; retrying */
+    int failed; /* storage failed; retrying */
     char failure[FERRY_ERRMSG_MAX];
-    uint32_t n_peers;         /* members of the current configuration, self included */
+    uint32_t n_peers; /* members of the current configuration, self included */
     struct rnode_peer_status peers[RAFT_MAX_NODES];
     uint64_t entries_persisted; /* statistics */
     uint64_t syncs;
@@ -148,12 +150,37 @@ void *rnode_data(const struct rnode *n);
 
 /* Propose one NORMAL entry. 0 with its (index, term), FERRY_ENOTLEADER, or
  * FERRY_EUNAVAILABLE (storage failed, transfer running). */
-int rnode_propose(struct rnode *n, const void *data, uint32_t len, uint64_t *index,
-                  uint64_t *term, struct ferry_err *err);
+int rnode_propose(struct rnode *n, const void *data, uint32_t len, uint64_t *index, uint64_t *term,
+                  struct ferry_err *err);
 
-/* Membership and leadership (leader only). */
+/* Membership and leadership (leader only).
+ *
+ * rnode_add_member: add node `id`, replicating at host:port, as a learner
+ * with that priority (0: a witness once promoted). The address goes into the
+ * address book (kept in <log_dir>/members and sent to every peer), the node
+ * is dialled, and the driver promotes it to voter on the first tick after
+ * its log is within catchup_margin entries of the leader's. 0 once the
+ * change is appended (in force at once; committed like any entry): its
+ * outcome is unknown if leadership is lost before it commits.
+ * FERRY_ENOTLEADER, FERRY_EEXIST (already a member), FERRY_EBUSY (another
+ * change or a transfer in progress, or this term's no-op not committed yet),
+ * FERRY_EINVAL (a member of cluster_membership at another address),
+ * FERRY_ELIMIT, FERRY_EUNAVAILABLE.
+ *
+ * rnode_remove: remove a member (the leader too: it steps down once the
+ * change commits). Every node stops dialling it as soon as the change is in
+ * its log. rnode_transfer: hand leadership to `target` (0: the best voter). */
+int rnode_add_member(struct rnode *n, uint32_t id, uint8_t priority, const char *host,
+                     uint16_t port, struct ferry_err *err);
 int rnode_transfer(struct rnode *n, uint32_t target, struct ferry_err *err);
 int rnode_remove(struct rnode *n, uint32_t id, struct ferry_err *err);
+
+/* Take a snapshot at the applied index now (any role); *index is the index
+ * of the snapshot being taken, or of the newest one when it already covers
+ * every applied entry. FERRY_EBUSY while a snapshot is being taken. The
+ * snapshot is saved in the background; `snapshot_index` in the status shows
+ * it once saved. */
+int rnode_snapshot_now(struct rnode *n, uint64_t *index, struct ferry_err *err);
 
 int rnode_is_leader(const struct rnode *n);
 uint32_t rnode_leader(const struct rnode *n);

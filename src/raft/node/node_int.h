@@ -5,6 +5,7 @@
 #include <pthread.h>
 
 #include "raft/node/node.h"
+#include "util/alloc.h"
 #include "util/buf.h"
 
 enum { WOP_APPEND = 1, WOP_COMPACT = 2 };
@@ -20,13 +21,19 @@ struct wop {
     uint64_t compact_to;
 };
 
+/* One entry of the address book (book.c): every node this one knows the
+ * replication address of, itself included. */
 struct rnode_peer {
     uint32_t id;
     char host[256];
     uint16_t port;
     uint8_t priority;
     char client_address[128];
+    uint8_t configured; /* from cluster_membership: always known, never dropped */
+    uint8_t linked;     /* a member of the transport now (links_sync) */
 };
+
+#define RNODE_BOOK_MAX RTRANSPORT_MAX_MEMBERS
 
 struct rnode {
     uv_loop_t *loop;
@@ -45,8 +52,10 @@ struct rnode {
     const struct raftlog_io *io;
     struct raft_options opts;
     struct raft_config bootstrap;
-    struct rnode_peer peers[RAFT_MAX_NODES];
+    struct rnode_peer peers[RNODE_BOOK_MAX]; /* the address book */
     uint32_t n_peers;
+    int join;                         /* started with an empty configuration (cluster_join) */
+    struct raft_config linked_config; /* configuration links_sync last acted on */
 
     /* the core and its log; core is NULL while storage has failed */
     struct raft *core;
@@ -113,7 +122,26 @@ struct rnode {
     /* storage failure */
     int failed;
     struct ferry_err failure;
+    uint64_t retry_ms;     /* current recovery interval */
+    uint64_t recovered_ms; /* when storage last came back */
 };
+
+/* book.c: the address book, its file and its driver message */
+#define BOOK_TAG 0xF2
+struct rnode_peer *book_find(struct rnode *n, uint32_t id);
+/* Add or update a learned entry; *changed says whether anything changed.
+ * FERRY_EINVAL for a configured member under another address, FERRY_ELIMIT. */
+int book_put(struct rnode *n, uint32_t id, const char *host, uint16_t port, int *changed,
+             struct ferry_err *err);
+void book_drop(struct rnode *n, uint32_t id);
+/* <log_dir>/members: learned entries, one "id host port" line each. */
+int book_load(struct rnode *n, struct ferry_err *err);
+int book_save(struct rnode *n, struct ferry_err *err);
+void book_send(struct rnode *n, uint32_t to);
+void book_broadcast(struct rnode *n);
+void book_recv(struct rnode *n, uint32_t from, const uint8_t *p, size_t len);
+/* Make the transport's members match the book and the configuration. */
+void links_sync(struct rnode *n);
 
 int writer_start(struct rnode *n, struct ferry_err *err);
 void writer_stop(struct rnode *n);

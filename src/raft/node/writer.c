@@ -140,7 +140,8 @@ static void enqueue(struct rnode *n, struct wop *op)
     pthread_mutex_unlock(&n->mu);
 }
 
-int writer_append(struct rnode *n, uint64_t persist_from, const struct raft_entry *es, uint32_t count)
+int writer_append(struct rnode *n, uint64_t persist_from, const struct raft_entry *es,
+                  uint32_t count)
 {
     size_t bytes = sizeof(struct wop) + (size_t)count * sizeof(struct raft_entry);
     for (uint32_t i = 0; i < count; i++)

@@ -118,7 +118,7 @@ void conn_start_reading(struct conn *c)
 static void on_write(uv_write_t *req, int status)
 {
     struct conn *c = req->data;
-    struct rtransport_peer *p = c->outbound ? c->peer : NULL;
+    struct rtransport_peer *p = c->outbound ? conn_peer(c) : NULL;
     c->writing = 0;
     c->wbuf.len = 0;
     if (c->wbuf.cap > 4 * 1024 * 1024)
@@ -158,7 +158,7 @@ int conn_write(struct conn *c)
     int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
     if (rc != 0) {
         log_debug(LOG_MOD, "%s: write failed: %s", c->name, uv_strerror(rc));
-        if (c->outbound && c->peer != NULL)
+        if (c->outbound && conn_peer(c) != NULL)
             c->peer->stats.lost += c->wmsgs;
         c->wmsgs = 0;
         c->wbuf.len = 0;
@@ -200,7 +200,8 @@ static void on_closed(uv_handle_t *h)
     t->handles--;
     if (--c->open_handles > 0)
         return;
-    struct rtransport_peer *p = c->outbound ? c->peer : NULL;
+    /* NULL when the member was removed meanwhile: no redial, no down notice. */
+    struct rtransport_peer *p = c->outbound ? conn_peer(c) : NULL;
     int down = c->was_up;
     list_remove(&c->link);
     buf_free(&c->rbuf);

@@ -93,6 +93,7 @@ static int accept_peer(struct conn *c, struct rtransport_peer *p)
     p->in = c;
     p->stats.inbound = 1;
     c->peer = p;
+    c->peer_gen = p->gen;
     c->state = CONN_READY;
     uv_timer_stop(&c->timer);
     t->stats.accepted++;

@@ -26,9 +26,15 @@
 struct rtransport_peer *transport_peer(const struct rtransport *t, uint32_t id)
 {
     for (uint32_t i = 0; i < t->n_peers; i++)
-        if (t->peers[i].id == id)
+        if (t->peers[i].active && t->peers[i].id == id)
             return &t->peers[i];
     return NULL;
+}
+
+struct rtransport_peer *conn_peer(const struct conn *c)
+{
+    struct rtransport_peer *p = c->peer;
+    return p != NULL && p->active && p->gen == c->peer_gen ? p : NULL;
 }
 
 static int validate(const struct rtransport_config *cfg, struct ferry_err *err)
@@ -93,7 +99,9 @@ static int copy_config(struct rtransport *t, const struct rtransport_config *cfg
 {
     t->listen_host = ferry_strdup(cfg->listen_host);
     t->scratch = ferry_malloc(64 * 1024);
-    t->peers = ferry_calloc(cfg->n_members ? cfg->n_members : 1, sizeof *t->peers);
+    /* Every slot up front: peers added later (rtransport_add_member) must
+     * not move the ones connections point to. */
+    t->peers = ferry_calloc(RTRANSPORT_MAX_MEMBERS, sizeof *t->peers);
     if (t->listen_host == NULL || t->scratch == NULL || t->peers == NULL)
         return FERRY_ENOMEM;
     if (cfg->source_host != NULL && (t->source_host = ferry_strdup(cfg->source_host)) == NULL)
@@ -104,6 +112,7 @@ static int copy_config(struct rtransport *t, const struct rtransport_config *cfg
             continue;
         struct rtransport_peer *p = &t->peers[t->n_peers++];
         p->t = t;
+        p->active = 1;
         p->id = m->id;
         p->port = m->port;
         p->stats.id = m->id;
@@ -150,6 +159,7 @@ int rtransport_init(struct rtransport *t, uv_loop_t *loop, const struct rtranspo
         rc = uv_timer_init(loop, &t->peers[i].timer);
         assert(rc == 0);
         t->peers[i].timer.data = &t->peers[i];
+        t->peers[i].timer_init = 1;
         t->handles++;
     }
     return 0;
@@ -201,7 +211,7 @@ int rtransport_start(struct rtransport *t, struct ferry_err *err)
     assert(!t->closing);
     for (uint32_t i = 0; i < t->n_peers; i++) {
         struct rtransport_peer *p = &t->peers[i];
-        if (resolve(p->host, p->port, 0, &p->addr, err) != 0)
+        if (p->active && resolve(p->host, p->port, 0, &p->addr, err) != 0)
             return ferry_err_wrap(err, "member %u", p->id);
     }
     if (t->source_host != NULL) {
@@ -214,7 +224,90 @@ int rtransport_start(struct rtransport *t, struct ferry_err *err)
         return rc;
     t->started = 1;
     for (uint32_t i = 0; i < t->n_peers; i++)
-        peer_dial(&t->peers[i]);
+        if (t->peers[i].active)
+            peer_dial(&t->peers[i]);
+    return 0;
+}
+
+int rtransport_add_member(struct rtransport *t, const struct rtransport_member *m,
+                          struct ferry_err *err)
+{
+    if (t->closing)
+        return ferry_err_set(err, FERRY_ECLOSED, "the Raft transport is closing");
+    if (m->id == 0 || m->id == t->self_id || m->host == NULL || m->port == 0)
+        return ferry_err_set(err, FERRY_EINVAL,
+                             "a member needs a non-zero id other than this node's (%u), a host "
+                             "and a port",
+                             t->self_id);
+    struct rtransport_peer *old = transport_peer(t, m->id);
+    if (old != NULL) {
+        if (strcmp(old->host, m->host) == 0 && old->port == m->port)
+            return 0;
+        rtransport_remove_member(t, m->id);
+    }
+    struct sockaddr_storage addr;
+    int rc = resolve(m->host, m->port, 0, &addr, err);
+    if (rc != 0)
+        return ferry_err_wrap(err, "member %u", m->id);
+    struct rtransport_peer *p = NULL;
+    for (uint32_t i = 0; i < t->n_peers && p == NULL; i++)
+        if (!t->peers[i].active)
+            p = &t->peers[i];
+    if (p == NULL) {
+        if (t->n_peers == RTRANSPORT_MAX_MEMBERS)
+            return ferry_err_set(err, FERRY_ELIMIT, "at most %u members", RTRANSPORT_MAX_MEMBERS);
+        p = &t->peers[t->n_peers++];
+        p->t = t;
+    }
+    char *host = ferry_strdup(m->host);
+    if (host == NULL)
+        return ferry_err_set(err, FERRY_ENOMEM, "out of memory adding member %u", m->id);
+    if (!p->timer_init) {
+        rc = uv_timer_init(t->loop, &p->timer);
+        assert(rc == 0);
+        p->timer.data = p;
+        p->timer_init = 1;
+        t->handles++;
+    }
+    p->active = 1;
+    p->id = m->id;
+    p->host = host;
+    p->port = m->port;
+    p->addr = addr;
+    p->out = NULL;
+    p->in = NULL;
+    buf_init(&p->queue);
+    p->queue_msgs = 0;
+    p->queue_payload = 0;
+    p->attempts = 0;
+    p->up = 0;
+    memset(&p->stats, 0, sizeof p->stats);
+    p->stats.id = m->id;
+    log_info(LOG_MOD, "member %u at %s:%u added", p->id, p->host, p->port);
+    if (t->started)
+        peer_dial(p);
+    return 0;
+}
+
+int rtransport_remove_member(struct rtransport *t, uint32_t id)
+{
+    struct rtransport_peer *p = transport_peer(t, id);
+    if (p == NULL)
+        return FERRY_ENOTFOUND;
+    if (p->out != NULL)
+        conn_close(p->out);
+    if (p->in != NULL)
+        conn_close(p->in);
+    uv_timer_stop(&p->timer);
+    ferry_free(p->host);
+    p->host = NULL;
+    buf_free(&p->queue);
+    p->queue_msgs = 0;
+    p->queue_payload = 0;
+    p->up = 0;
+    p->active = 0;
+    p->gen++; /* its connections still closing no longer reach this slot */
+    log_info(LOG_MOD, "member %u removed", id);
     return 0;
 }
 
@@ -287,6 +380,8 @@ static void on_connect(uv_connect_t *req, int status)
 static void on_peer_timer(uv_timer_t *timer)
 {
     struct rtransport_peer *p = timer->data;
+    if (!p->active)
+        return;
     if (p->out == NULL) {
         peer_dial(p);
     } else if (!p->up) {
@@ -307,6 +402,7 @@ static void peer_dial(struct rtransport_peer *p)
         return;
     }
     c->peer = p;
+    c->peer_gen = p->gen;
     p->out = c;
     p->stats.dials++;
     snprintf(c->name, sizeof c->name, "node %u (%s:%u)", p->id, p->host, p->port);
@@ -432,7 +528,8 @@ void rtransport_close(struct rtransport *t, rtransport_close_cb cb)
     struct list *pos, *tmp;
     list_foreach_safe(pos, tmp, &t->conns) conn_close(list_entry(pos, struct conn, link));
     for (uint32_t i = 0; i < t->n_peers; i++)
-        uv_close((uv_handle_t *)&t->peers[i].timer, on_handle_closed);
+        if (t->peers[i].timer_init)
+            uv_close((uv_handle_t *)&t->peers[i].timer, on_handle_closed);
     uv_close((uv_handle_t *)&t->listener, on_handle_closed);
 }
 

@@ -164,6 +164,22 @@ int rtransport_start(struct rtransport *t, struct ferry_err *err);
  * unreachable are sent when a connection is up again. */
 int rtransport_send(struct rtransport *t, uint32_t to, const void *bytes, size_t len);
 
+/* Members can change while the transport runs (online membership changes).
+ *
+ * rtransport_add_member: dial a new member and accept its connections from
+ * now on. Its host is resolved at once, synchronously (as at start-up).
+ * Adding a member that exists with the same address does nothing; with
+ * another address, its connections are closed and it is dialled anew.
+ * FERRY_EINVAL (id 0, this node, no host or port), FERRY_ECONFIG (the host
+ * does not resolve), FERRY_ELIMIT (RTRANSPORT_MAX_MEMBERS), FERRY_ECLOSED.
+ *
+ * rtransport_remove_member: close its connections (both directions), drop
+ * its queue, stop dialling it, refuse its handshakes from now on. No
+ * on_peer_down follows. FERRY_ENOTFOUND if it is not a member. */
+int rtransport_add_member(struct rtransport *t, const struct rtransport_member *m,
+                          struct ferry_err *err);
+int rtransport_remove_member(struct rtransport *t, uint32_t id);
+
 /* Close every connection and timer; pending writes are cancelled (their
  * messages count as lost). cb runs from the loop once all handles are closed;
  * t may be freed then. */

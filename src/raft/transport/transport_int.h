@@ -40,6 +40,7 @@ struct conn {
     uv_write_t wreq;
     struct rtransport *t;
     struct rtransport_peer *peer; /* outbound: the peer dialled; inbound: once identified */
+    uint32_t peer_gen;            /* peer->gen when peer was set (the slot may be reused) */
     int outbound;
     int was_up; /* outbound: was READY when it closed */
     enum conn_state state;
@@ -53,8 +54,15 @@ struct conn {
     char name[64];     /* "peer 2" or the remote address, for logs */
 };
 
+/* A peer lives in a slot of t->peers (RTRANSPORT_MAX_MEMBERS of them, so
+ * pointers stay valid). rtransport_remove_member empties the slot (active 0)
+ * and bumps gen, so callbacks of its connections still closing see that
+ * they belong to a peer that is gone (conn_peer). */
 struct rtransport_peer {
     struct rtransport *t;
+    int active;
+    int timer_init; /* the slot's timer handle exists (closed by rtransport_close) */
+    uint32_t gen;
     uint32_t id;
     char *host;
     uint16_t port;
@@ -72,6 +80,8 @@ struct rtransport_peer {
 
 /* transport.c */
 struct rtransport_peer *transport_peer(const struct rtransport *t, uint32_t id);
+/* The connection's peer if it is still the same member, else NULL. */
+struct rtransport_peer *conn_peer(const struct conn *c);
 void transport_handle_closed(struct rtransport *t);
 void peer_flush(struct rtransport_peer *p);
 void peer_schedule_redial(struct rtransport_peer *p);
