@@ -243,9 +243,144 @@ static void json_string(const char *s)
     putchar('"');
 }
 
+static const char *kv_get(const ferry_kv_t *kv, size_t n, const char *key)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(kv[i].key, key) == 0)
+            return kv[i].value;
+    }
+    return NULL;
+}
+
+/* STATUS from one address over a monitoring connection; 0 or -1. */
+static int fetch_status(const char *address, ferry_kv_t **kv, size_t *n)
+{
+    ferry_options_t o;
+    ferry_options_init(&o);
+    o.servers = address;
+    o.client_name = "ferry-cli";
+    o.any_node = 1;
+    o.connect_timeout_ms = 1000;
+    o.request_timeout_ms = 2000;
+    ferry_client_t *c = NULL;
+    if (ferry_client_create(&c, &o) != 0)
+        return -1;
+    int rc = ferry_client_connect(c) == 0 && ferry_status(c, kv, n) == 0 ? 0 : -1;
+    ferry_client_close(c);
+    return rc;
+}
+
+/* Text after `name=` in a member line ("role=leader priority=1 ..."). */
+static void field(const char *line, const char *name, char *out, size_t cap)
+{
+    char pat[32];
+    snprintf(pat, sizeof pat, "%s=", name);
+    out[0] = '\0';
+    for (const char *p = line; (p = strstr(p, pat)) != NULL; p++) {
+        if (p != line && p[-1] != ' ')
+            continue;
+        p += strlen(pat);
+        size_t len = strcspn(p, " ");
+        if (len >= cap)
+            len = cap - 1;
+        memcpy(out, p, len);
+        out[len] = '\0';
+        return;
+    }
+}
+
+/* The whole cluster: the leader's view of every member (role, priority,
+ * reachability, replication lag), plus each member's own term and indexes
+ * asked from it directly ("-" when it has no client endpoint or does not
+ * answer). */
+static int run_status_cluster(struct cli_global *g, struct cli_args *a, int json)
+{
+    const char *servers = a->servers ? a->servers : g->servers;
+    ferry_kv_t *kv = NULL, *lkv = NULL;
+    size_t n = 0, ln = 0;
+    ferry_client_t *c;
+    int rc = cli_connect_opts(g, a, 0, 1, &c);
+    if (rc != 0)
+        return rc;
+    if (ferry_status(c, &kv, &n) != 0) {
+        rc = cli_fail_client(c, "status");
+        ferry_client_close(c);
+        return rc;
+    }
+    ferry_client_close(c);
+    const char *leader = kv_get(kv, n, "leader");
+    const char *serving = kv_get(kv, n, "serving");
+    if (serving && strcmp(serving, "yes") == 0) {
+        lkv = kv;
+        ln = n;
+    } else if (leader && leader[0] && fetch_status(leader, &lkv, &ln) != 0) {
+        lkv = NULL;
+    }
+    if (lkv == NULL) {
+        ferry_status_free(kv);
+        return cli_error("status: no leader answers (asked %s)", servers ? servers : "default");
+    }
+    if (json)
+        printf("{\n  \"leader\": ");
+    else
+        printf("%-4s %-9s %-8s %-9s %-6s %-10s %-10s %-10s %-8s %s\n", "id", "role", "priority",
+               "reachable", "term", "last_index", "commit", "applied", "lag", "client");
+    if (json) {
+        json_string(kv_get(lkv, ln, "node_id") ? kv_get(lkv, ln, "node_id") : "");
+        printf(",\n  \"members\": [");
+    }
+    int first = 1;
+    for (size_t i = 0; i < ln; i++) {
+        if (strncmp(lkv[i].key, "member.", 7) != 0)
+            continue;
+        const char *id = lkv[i].key + 7;
+        char role[32], prio[16], reach[8], lag[32], client[300];
+        field(lkv[i].value, "role", role, sizeof role);
+        field(lkv[i].value, "priority", prio, sizeof prio);
+        field(lkv[i].value, "reachable", reach, sizeof reach);
+        field(lkv[i].value, "lag", lag, sizeof lag);
+        field(lkv[i].value, "client", client, sizeof client);
+        ferry_kv_t *mkv = NULL;
+        size_t mn = 0;
+        int have = strcmp(client, "-") != 0 && client[0] && fetch_status(client, &mkv, &mn) == 0;
+        const char *term = have ? kv_get(mkv, mn, "term") : NULL;
+        const char *last = have ? kv_get(mkv, mn, "last_index") : NULL;
+        const char *commit = have ? kv_get(mkv, mn, "commit_index") : NULL;
+        const char *applied = have ? kv_get(mkv, mn, "applied_index") : NULL;
+        if (json) {
+            printf("%s\n    {", first ? "" : ",");
+            const char *keys[] = {"id", "role", "priority", "reachable", "term", "last_index",
+                                  "commit_index", "applied_index", "lag", "client"};
+            const char *vals[] = {id, role, prio, reach, term, last, commit, applied, lag, client};
+            for (int k = 0; k < 10; k++) {
+                printf("%s", k ? ", " : "");
+                json_string(keys[k]);
+                printf(": ");
+                json_string(vals[k] ? vals[k] : "-");
+            }
+            printf("}");
+        } else {
+            printf("%-4s %-9s %-8s %-9s %-6s %-10s %-10s %-10s %-8s %s\n", id, role, prio, reach,
+                   term ? term : "-", last ? last : "-", commit ? commit : "-",
+                   applied ? applied : "-", lag, client);
+        }
+        first = 0;
+        if (mkv)
+            ferry_status_free(mkv);
+    }
+    if (json)
+        printf("\n  ]\n}\n");
+    if (lkv != kv)
+        ferry_status_free(lkv);
+    ferry_status_free(kv);
+    return 0;
+}
+
 static int run_status(struct cli_global *g, const struct cli_cmd *cmd, struct cli_args *a)
 {
     int json = cli_get(cmd, a, "json") != NULL;
+    if (cli_get(cmd, a, "cluster") != NULL)
+        return run_status_cluster(g, a, json);
     ferry_client_t *c;
     int rc = cli_connect_opts(g, a, 0, 1, &c);
     if (rc != 0)
@@ -274,14 +409,17 @@ static int run_status(struct cli_global *g, const struct cli_cmd *cmd, struct cl
 
 static const struct cli_opt status_opts[] = {
     {"json", 0, NULL, "print one JSON object (every value a string)"},
+    {"cluster", 'c', NULL, "one line per member: the leader's view plus each member's own indexes"},
     {NULL, 0, NULL, NULL},
 };
 
 const struct cli_cmd cli_cmd_status = {
     .name = "status",
-    .synopsis = "[--json]",
-    .summary = "show the server's status (role, leader, counters ...)",
-    .details = "examples:\n  ferry status\n  ferry status --json | jq -r .role",
+    .synopsis = "[--json] [--cluster]",
+    .summary = "show a node's status (role, leader, counters ...), or the whole cluster's",
+    .details = "Works on any node of a cluster, leader or not.\n\n"
+               "examples:\n  ferry status\n  ferry status --json | jq -r .role\n"
+               "  ferry status --cluster --servers h1:7878,h2:7878,h3:7878",
     .opts = status_opts,
     .min_pos = 0,
     .max_pos = 0,

@@ -283,7 +283,10 @@ int cluster_start(struct cluster *c, uv_loop_t *loop, const struct config *cfg, 
     struct rnode_config rc_cfg;
     memset(&rc_cfg, 0, sizeof rc_cfg);
     char client_address[CONFIG_HOST_MAX + 16] = "";
-    if (cfg->client_endpoint.port != 0)
+    int witness = 0;
+    for (uint32_t i = 0; i < cfg->member_count; i++)
+        witness |= cfg->members[i].id == cfg->cluster_node_id && cfg->members[i].priority == 0;
+    if (cfg->client_endpoint.port != 0 && !witness) /* a witness has no client endpoint */
         snprintf(client_address, sizeof client_address, "%s:%u", cfg->client_endpoint.host,
                  cfg->client_endpoint.port);
     if (cfg->member_count == 0) {

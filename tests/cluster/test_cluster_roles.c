@@ -61,6 +61,33 @@ static void test_two_nodes_and_a_witness(void **state)
     assert_int_equal(publish(&nodes[leader], "w", "first"), 0);
     /* The witness has no client endpoint at all. */
     assert_true(conn_open(nodes[2].port) < 0);
+    /* `ferry status --cluster` lists every member; the witness without a
+     * client address, the others with their own indexes. */
+    const char *st[] = {"status", "--cluster", NULL};
+    struct run_result r;
+    run_ferry(nodes[leader == 0 ? 1 : 0].port, NULL, &r, st);
+    assert_int_equal(r.status, 0);
+    int lines = 0;
+    char *save = NULL;
+    for (char *line = strtok_r(r.out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        char id[8], role[16], prio[8], reach[8], term[16], last[16], commit[16], applied[16],
+            lag[16], client[64];
+        if (sscanf(line, "%7s %15s %7s %7s %15s %15s %15s %15s %15s %63s", id, role, prio, reach,
+                   term, last, commit, applied, lag, client) != 10 ||
+            strcmp(id, "id") == 0)
+            continue;
+        lines++;
+        assert_string_equal(reach, "yes");
+        if (strcmp(id, "3") == 0) {
+            assert_string_equal(role, "witness");
+            assert_string_equal(client, "-");
+        } else {
+            assert_string_not_equal(client, "-");
+            assert_string_not_equal(applied, "-");
+        }
+    }
+    run_result_free(&r);
+    assert_int_equal(lines, 3);
 
     /* Lose the witness: the pair keeps serving. */
     node_signal(&nodes[2], SIGKILL);
