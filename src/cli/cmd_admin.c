@@ -349,8 +349,9 @@ static int run_status_cluster(struct cli_global *g, struct cli_args *a, int json
         const char *applied = have ? kv_get(mkv, mn, "applied_index") : NULL;
         if (json) {
             printf("%s\n    {", first ? "" : ",");
-            const char *keys[] = {"id", "role", "priority", "reachable", "term", "last_index",
-                                  "commit_index", "applied_index", "lag", "client"};
+            const char *keys[] = {"id",   "role",       "priority",     "reachable",
+                                  "term", "last_index", "commit_index", "applied_index",
+                                  "lag",  "client"};
             const char *vals[] = {id, role, prio, reach, term, last, commit, applied, lag, client};
             for (int k = 0; k < 10; k++) {
                 printf("%s", k ? ", " : "");
