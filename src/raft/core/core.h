@@ -104,7 +104,7 @@ struct raft {
 
     bool snapshot_pending;
     bool snapshot_wanted;   /* RAFT_EV_SNAPSHOT_NOW this step */
-    uint8_t quick_rounds;   /* election timer resets left at heartbeat pace (after PEER_DOWN) */
+    uint64_t quick_until; /* until then, election timer resets draw heartbeat-paced timeouts */
     uint64_t applied_bytes; /* payload bytes applied since the snapshot's index */
     struct {
         uint64_t index;

@@ -24,11 +24,11 @@
 
 void election_reset_timer(struct raft *r)
 {
-    if (r->quick_rounds > 0) {
+    if (r->now < r->quick_until) {
         /* The leader's link dropped: if this round fails (a voter had not yet
-         * seen the drop and was still in its lease), try again after a
-         * heartbeat rather than a whole election timeout. */
-        r->quick_rounds--;
+         * seen the drop and was still in its lease, or two candidates split
+         * the vote), try again after a heartbeat or two rather than a whole
+         * election timeout. */
         uint64_t h = r->o.heartbeat_ms;
         r->election_deadline = r->now + rng_range(&r->rng, h, 2 * h - 1);
         return;
@@ -207,7 +207,7 @@ void peer_down(struct raft *r, uint64_t id)
     if (r->role != RAFT_FOLLOWER || id == 0 || id != r->leader_id || campaign_priority(r) < 0)
         return;
     become_follower(r, r->term, 0);
-    r->quick_rounds = 2;
+    r->quick_until = r->now + 2 * (uint64_t)r->o.election_timeout_ms;
 #if RAFT_MUTATION == 4
     campaign(r, false, false); /* deliberately wrong: skips the pre-vote, deposing a live leader */
 #else

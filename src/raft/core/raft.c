@@ -242,7 +242,7 @@ static void leader_contact(struct raft *r, const struct raft_msg *m)
     if (r->role != RAFT_FOLLOWER || r->leader_id != m->from)
         become_follower(r, r->term, m->from);
     r->leader_contact_ms = r->now;
-    r->quick_rounds = 0;
+    r->quick_until = 0;
     election_reset_timer(r);
     priority_reset(r);
 }
