@@ -52,12 +52,11 @@ fi
 "$bin/src/server/ferryd" --client_endpoint "127.0.0.1:$PORT" --data_directory "$DATA" \
     --log_level warn 2>"$work/ferryd.log" &
 pid=$!
-for _ in $(seq 1 200); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
+ferry() { "$bin/src/cli/ferry" --servers "127.0.0.1:$PORT" "$@"; }
+for _ in $(seq 1 200); do # until it serves (a node of one elects itself at start)
+    ferry status 2>/dev/null | grep -q '^serving: yes' && break
     sleep 0.05
 done
-
-ferry() { "$bin/src/cli/ferry" --servers "127.0.0.1:$PORT" "$@"; }
 label="peer=ferry-$ver-r1 durability=local-fsync"
 measure() { # measure ARGS... : RUNS runs, one aggregated line
     : >"$raw"
@@ -71,7 +70,7 @@ measure() { # measure ARGS... : RUNS runs, one aggregated line
         cat "$raw" >>"$out"
     fi
 }
-echo "# ferry, 1 node, ack after the SQLite transaction holding the message is fsynced:" >>"$out"
+echo "# ferry, 1 node (a cluster of one), ack after the Raft log entry holding the message is fdatasync'd and applied:" >>"$out"
 for s in $SIZES; do
     measure -m sync -s "$s" -n 2000 -w 1
     measure -m async -s "$s" -n 20000 -w 256

@@ -303,6 +303,20 @@ static void test_peer_down_refused_prevote_retried_at_heartbeat_pace(void **stat
     h_free(&h);
 }
 
+/* The only voter of its configuration elects itself on its first step,
+ * without waiting for an election timeout. */
+static void test_single_voter_elects_itself_at_once(void **state)
+{
+    (void)state;
+    struct hcluster h;
+    h_init(&h, 1, NULL, NULL);
+    uint64_t t0 = h.now;
+    h_tick(&h, 1);
+    assert_int_equal(raft_role(h.n[1].r), RAFT_LEADER);
+    assert_int_equal(h.now, t0);
+    h_free(&h);
+}
+
 /* PEER_DOWN about anyone but this follower's leader, or at a leader, a
  * pre-candidate or a learner, changes nothing and sends nothing. */
 static void test_peer_down_not_about_leader_ignored(void **state)
@@ -458,6 +472,7 @@ int main(void)
         cmocka_unit_test(test_peer_down_leader_crash_fails_over_at_once),
         cmocka_unit_test(test_peer_down_refused_prevote_retried_at_heartbeat_pace),
         cmocka_unit_test(test_peer_down_not_about_leader_ignored),
+        cmocka_unit_test(test_single_voter_elects_itself_at_once),
         cmocka_unit_test(test_spurious_peer_down_keeps_healthy_leader),
         cmocka_unit_test(test_peer_down_keeps_priority_rules),
         cmocka_unit_test(test_init_validates),

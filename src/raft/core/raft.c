@@ -454,9 +454,13 @@ int raft_step(struct raft *r, const struct raft_event *ev, struct raft_update *u
     r->step_leader = r->leader_id;
     r->step_term = r->term;
     if (r->election_deadline == 0) {
-        /* First step: the clock starts now. */
+        /* First step: the clock starts now. The only voter of its
+         * configuration has nobody to wait for: it elects itself at once. */
         r->now = ev->now_ms;
         election_reset_timer(r);
+        const struct raft_node *self = raft_config_find(&r->config, r->o.id);
+        if (self != NULL && self->role == RAFT_VOTER && raft_config_voters(&r->config) == 1)
+            r->election_deadline = r->now;
     }
     if (ev->now_ms > r->now)
         r->now = ev->now_ms;
