@@ -531,6 +531,17 @@ int cluster_remove(struct cluster *c, uint32_t id, struct ferry_err *err)
     return rnode_remove(c->node, id, err);
 }
 
+int cluster_add(struct cluster *c, uint32_t id, uint8_t priority, const char *host, uint16_t port,
+                struct ferry_err *err)
+{
+    return rnode_add_member(c->node, id, priority, host, port, err);
+}
+
+int cluster_snapshot(struct cluster *c, uint64_t *index, struct ferry_err *err)
+{
+    return rnode_snapshot_now(c->node, index, err);
+}
+
 void cluster_status(const struct cluster *c, struct rnode_status *out)
 {
     if (c->node == NULL) {

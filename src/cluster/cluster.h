@@ -120,6 +120,12 @@ static inline int cluster_has_pending(const struct cluster *c)
 /* Hand leadership to `target` (0: the best caught-up node). */
 int cluster_transfer(struct cluster *c, uint32_t target, struct ferry_err *err);
 int cluster_remove(struct cluster *c, uint32_t id, struct ferry_err *err);
+/* Add node id at host:port (its replication endpoint) as a learner; it is
+ * promoted to voter once caught up. */
+int cluster_add(struct cluster *c, uint32_t id, uint8_t priority, const char *host, uint16_t port,
+                struct ferry_err *err);
+/* Ask for a snapshot of this node now; *index is the index it will cover. */
+int cluster_snapshot(struct cluster *c, uint64_t *index, struct ferry_err *err);
 void cluster_status(const struct cluster *c, struct rnode_status *out);
 
 #endif

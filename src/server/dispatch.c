@@ -775,13 +775,13 @@ static int on_admin(struct session *ss, const struct proto_header *h, const uint
                           m.node_id, m.address);
             return 0;
         }
-        rc = rnode_add_member(c->node, m.node_id, m.priority, host, port, &err);
+        rc = cluster_add(c, m.node_id, m.priority, host, port, &err);
         break;
     case PROTO_ADMIN_REMOVE_NODE:
         rc = cluster_remove(c, m.node_id, &err);
         break;
     case PROTO_ADMIN_SNAPSHOT:
-        rc = rnode_snapshot_now(c->node, &snap, &err);
+        rc = cluster_snapshot(c, &snap, &err);
         break;
     default:
         session_error(ss, h->request_id, FERRY_ENOTSUP, "unknown ADMIN action %u", m.action);
