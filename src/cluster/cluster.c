@@ -511,7 +511,7 @@ int cluster_flush(struct cluster *c)
             c->tail = f;
             c->npend = 0;
             buf_reset(&c->entry);
-            if (c->entry.cap > 16u << 20)
+            if (c->entry.cap > 1u << 20) /* don't keep a burst's worth of memory */
                 buf_free(&c->entry);
             return (int)n;
         }

@@ -20,6 +20,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 struct pending {
     struct list link;  /* in session->pendings */
@@ -659,6 +662,13 @@ static int on_status(struct session *ss, const struct proto_header *h)
     kv(st, "commit_index", "%llu", (unsigned long long)rs->commit);
     kv(st, "applied_index", "%llu", (unsigned long long)idx);
     kv(st, "snapshot_index", "%llu", (unsigned long long)rs->snapshot_index);
+    kv(st, "log_memory_bytes", "%llu", (unsigned long long)rs->log_bytes);
+#ifdef __GLIBC__
+    {
+        struct mallinfo2 mi = mallinfo2();
+        kv(st, "heap_in_use_bytes", "%llu", (unsigned long long)(mi.uordblks + mi.hblkhd));
+    }
+#endif
     if (h->flags & PROTO_F_DIGEST) {
         char hex[BROKER_DIGEST_HEX];
         uint64_t didx = 0, dterm = 0;

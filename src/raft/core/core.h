@@ -123,6 +123,7 @@ struct raft {
 
     void **garbage; /* payloads dropped this step, freed at the next */
     size_t n_garbage;
+    uint64_t garbage_bytes; /* payload bytes on the garbage list */
     size_t garbage_cap;
 };
 
@@ -135,7 +136,7 @@ void rlog_truncate(struct raft *r, uint64_t from);
 void rlog_compact(struct raft *r, uint64_t upto);
 void rlog_reset(struct raft *r, uint64_t index, uint64_t term);
 void rlog_free(struct raft *r);
-void raft_discard(struct raft *r, void *p);
+void raft_discard(struct raft *r, void *p, size_t len);
 void raft_free_garbage(struct raft *r);
 
 /* config.c */

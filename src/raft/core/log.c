@@ -34,7 +34,7 @@ struct raft_entry *rlog_get(const struct rlog *l, uint64_t index)
     return &l->e[l->start + (index - l->offset - 1)];
 }
 
-void raft_discard(struct raft *r, void *p)
+void raft_discard(struct raft *r, void *p, size_t len)
 {
     if (p == NULL)
         return;
@@ -52,6 +52,7 @@ void raft_discard(struct raft *r, void *p)
         r->garbage_cap = cap;
     }
     r->garbage[r->n_garbage++] = p;
+    r->garbage_bytes += len;
 }
 
 void raft_free_garbage(struct raft *r)
@@ -59,6 +60,7 @@ void raft_free_garbage(struct raft *r)
     for (size_t i = 0; i < r->n_garbage; i++)
         ferry_free(r->garbage[i]);
     r->n_garbage = 0;
+    r->garbage_bytes = 0;
 }
 
 static int rlog_grow(struct rlog *l)
@@ -108,7 +110,7 @@ void rlog_truncate(struct raft *r, uint64_t from)
     assert(from > l->offset);
     while (rlog_last(l) >= from) {
         struct raft_entry *e = &l->e[l->start + l->n - 1];
-        raft_discard(r, e->data);
+        raft_discard(r, e->data, e->len);
         e->data = NULL;
         l->bytes -= e->len;
         l->n--;
@@ -124,7 +126,7 @@ void rlog_compact(struct raft *r, uint64_t upto)
     uint64_t term = rlog_term(l, upto);
     while (l->offset < upto) {
         struct raft_entry *e = &l->e[l->start];
-        raft_discard(r, e->data);
+        raft_discard(r, e->data, e->len);
         e->data = NULL;
         l->bytes -= e->len;
         l->start++;
@@ -140,7 +142,7 @@ void rlog_reset(struct raft *r, uint64_t index, uint64_t term)
 {
     struct rlog *l = &r->log;
     while (l->n > 0) {
-        raft_discard(r, l->e[l->start + l->n - 1].data);
+        raft_discard(r, l->e[l->start + l->n - 1].data, l->e[l->start + l->n - 1].len);
         l->n--;
     }
     l->start = 0;

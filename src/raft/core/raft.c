@@ -546,6 +546,10 @@ uint64_t raft_first_index(const struct raft *r)
 {
     return r->log.offset;
 }
+uint64_t raft_log_bytes(const struct raft *r)
+{
+    return r->log.bytes + r->garbage_bytes;
+}
 uint64_t raft_term_at(const struct raft *r, uint64_t index)
 {
     if (index == r->snap.index)

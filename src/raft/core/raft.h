@@ -419,6 +419,9 @@ uint64_t raft_applied_index(const struct raft *r);
 uint64_t raft_last_index(const struct raft *r);
 /* Index of the entry before the first one held in memory (a snapshot covers it). */
 uint64_t raft_first_index(const struct raft *r);
+/* Payload bytes of the entries held in memory, including those dropped by
+ * the last step and freed at the start of the next. */
+uint64_t raft_log_bytes(const struct raft *r);
 /* Term of the entry at index, or 0 if not known (compacted or beyond the log). */
 uint64_t raft_term_at(const struct raft *r, uint64_t index);
 /* The entry at index, or NULL if not held in memory. */

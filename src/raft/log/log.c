@@ -23,6 +23,8 @@
 
 #define DEFAULT_SEGMENT_BYTES (64u << 20)
 #define FLUSH_BYTES (1u << 20)
+/* Largest write buffer kept between batches; a bigger one is freed after its write. */
+#define WBUF_KEEP (2u << 20)
 
 /* ---- helpers ------------------------------------------------------------ */
 
@@ -509,6 +511,8 @@ static int flush(struct raftlog *l, struct ferry_err *err)
     s->size += l->wbuf.len;
     l->unsynced = 1;
     buf_reset(&l->wbuf);
+    if (l->wbuf.cap > WBUF_KEEP)
+        buf_free(&l->wbuf); /* don't keep a burst's worth of memory */
     return 0;
 }
 

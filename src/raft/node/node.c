@@ -14,6 +14,9 @@
 #include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <stdio.h>
 #include <string.h>
 
@@ -384,6 +387,29 @@ static void send_messages(struct rnode *n)
     }
 }
 
+/* The entries a snapshot lets the core drop are freed in pieces across the
+ * allocator's arenas, which keep them: once a compaction released TRIM_BYTES
+ * or more, give the free pages back to the system (after the next step, when
+ * the core has freed them). Rare: at most once per snapshot. */
+#define TRIM_BYTES (8u << 20)
+static void trim_memory(struct rnode *n)
+{
+    if (n->core == NULL)
+        return;
+    uint64_t bytes = raft_log_bytes(n->core);
+    if (n->trim_due) {
+#ifdef __GLIBC__
+        malloc_trim(0);
+#endif
+        n->trim_due = 0;
+        n->log_peak = bytes;
+    } else if (bytes > n->log_peak) {
+        n->log_peak = bytes;
+    } else if (n->log_peak - bytes >= TRIM_BYTES) {
+        n->trim_due = 1;
+    }
+}
+
 static void act(struct rnode *n)
 {
     struct raft_update *up = &n->up;
@@ -436,6 +462,7 @@ static void act(struct rnode *n)
         n->term = up->term;
         n->cb.on_role(n);
     }
+    trim_memory(n);
     uint64_t now = clock_mono_ms();
     uint64_t wait = up->deadline_ms > now ? up->deadline_ms - now : 0;
     uv_timer_start(&n->tick, tick_cb, wait, 0);
@@ -1025,6 +1052,7 @@ void rnode_status(const struct rnode *n, struct rnode_status *out)
     out->commit = raft_commit_index(r);
     out->applied = raft_applied_index(r);
     out->snapshot_index = raft_snapshot(r)->index;
+    out->log_bytes = raft_log_bytes(r);
     const struct raft_config *c = raft_config(r);
     out->n_peers = c->n;
     for (uint32_t i = 0; i < c->n; i++) {

@@ -126,6 +126,7 @@ struct rnode_status {
     uint64_t commit;
     uint64_t applied;
     uint64_t snapshot_index;
+    uint64_t log_bytes; /* payload bytes of the entries the core holds in memory */
     int failed; /* storage failed; retrying */
     char failure[FERRY_ERRMSG_MAX];
     uint32_t n_peers; /* members of the current configuration, self included */

@@ -67,6 +67,8 @@ struct rnode {
     uint8_t role;
     uint32_t leader;
     uint64_t term;
+    uint64_t log_peak; /* most payload bytes the core held since memory was last trimmed */
+    int trim_due;      /* a compaction freed much of it: trim after the next step */
 
     /* libuv */
     struct rtransport transport;
