@@ -101,6 +101,12 @@ typedef void (*ferry_message_cb)(ferry_sub_t *sub, const ferry_message_t *msg, v
  * valid until ferry_unsubscribe/ferry_cancel/ferry_client_close. */
 typedef void (*ferry_end_cb)(ferry_sub_t *sub, int status, const char *errmsg, void *arg);
 
+/* The connection was lost (on_disconnect: status and errmsg say why) or a
+ * new one is ready (on_reconnect: status 0, errmsg is the "host:port" of the
+ * node). Between the two, calls wait (or fail with FERRY_EAGAIN, see
+ * fail_when_full) and nothing is lost: see ferry_options.reconnect. */
+typedef void (*ferry_conn_cb)(ferry_client_t *client, int status, const char *errmsg, void *arg);
+
 /* An error that belongs to no call: a FERRY_NOWAIT ack the server refused,
  * an ERROR frame for a request that already timed out, a notice the server
  * sent before closing the connection. */
@@ -126,6 +132,20 @@ typedef struct ferry_options {
     int any_node;                /* 1: a monitoring connection, accepted by any node of a
                                     cluster, leader or not; only ferry_status and
                                     ferry_ping work on it */
+    /* Failover (docs/client.md, "Failover"). */
+    int no_reconnect;              /* 1: a lost connection is final (every pending call
+                                      fails); 0 (default): reconnect, re-send, resubscribe */
+    uint32_t reconnect_timeout_ms; /* how long connect, or a reconnect after a loss, keeps
+                                      trying the servers before giving up; 0 = 30000 */
+    uint32_t backoff_initial_ms;   /* pause after a round of the servers failed; doubles
+                                      each round, with jitter; 0 = 50 */
+    uint32_t backoff_max_ms;       /* cap of that pause; 0 = 2000 */
+    int fail_when_full;            /* 1: ferry_publish_async/ferry_push_async return
+                                      FERRY_EAGAIN at once when the window is full (also
+                                      while reconnecting) instead of blocking */
+    ferry_conn_cb on_disconnect;   /* may be NULL; runs on the I/O thread */
+    ferry_conn_cb on_reconnect;    /* may be NULL; runs on the I/O thread */
+    void *conn_cb_arg;
 } ferry_options_t;
 
 /* Fill o with the defaults (all zero / NULL). */
@@ -173,6 +193,20 @@ typedef struct ferry_server_info {
 
 /* Errors: FERRY_ESTATE (not connected). */
 int ferry_client_server_info(ferry_client_t *c, ferry_server_info_t *out);
+
+/* Counters of one client since it was created. */
+typedef struct ferry_client_stats {
+    uint64_t connects;     /* HELLO exchanges completed (the first connect included) */
+    uint64_t disconnects;  /* connections lost */
+    uint64_t attempts;     /* connection attempts made, failed ones included */
+    uint64_t resent;       /* requests written again on a new connection */
+    uint64_t duplicates;   /* publishes/pushes the server recognised as already stored */
+    uint64_t resubscribed; /* subscriptions and consumers re-established */
+    uint64_t dropped_events; /* events dropped because the caller already had them */
+    uint8_t producer_id[16]; /* this client's idempotent producer id */
+} ferry_client_stats_t;
+
+int ferry_client_stats(ferry_client_t *c, ferry_client_stats_t *out);
 
 /* ------------------------------------------------------------------ */
 /* Publishing                                                          */

@@ -95,9 +95,19 @@ static int apply_one(struct broker *b, const struct broker_cmd *cmd, struct brok
     case BROKER_CMD_DELETE:
         return broker_apply_delete(b, cmd, r, err);
     case BROKER_CMD_PUBLISH:
-        return broker_apply_publish(b, cmd, r, err);
-    case BROKER_CMD_PUSH:
-        return broker_apply_push(b, cmd, r, err);
+    case BROKER_CMD_PUSH: {
+        int producer = broker_has_producer(cmd);
+        if (producer) {
+            int dup = broker_producer_check(b, cmd, r, err);
+            if (dup != 0)
+                return dup < 0 ? dup : 0;
+        }
+        int rc = cmd->type == BROKER_CMD_PUBLISH ? broker_apply_publish(b, cmd, r, err)
+                                                 : broker_apply_push(b, cmd, r, err);
+        if (rc == 0 && producer)
+            rc = broker_producer_record(b, cmd, r, err);
+        return rc;
+    }
     case BROKER_CMD_ACK:
         return broker_apply_ack(b, cmd, r, err);
     case BROKER_CMD_RETURN:
@@ -121,6 +131,7 @@ static void skip_results(struct broker_result *results, size_t cap, size_t count
     for (size_t i = 0; results && i < cap && i < count; i++) {
         results[i].status = 0;
         results[i].id = 0;
+        results[i].duplicate = 0;
         results[i].msg[0] = '\0';
     }
 }
@@ -150,6 +161,7 @@ int broker_apply(struct broker *b, uint64_t index, uint64_t term, const uint8_t 
         struct broker_result *r = results && i < cap ? &results[i] : &scratch;
         r->status = 0;
         r->id = 0;
+        r->duplicate = 0;
         r->msg[0] = '\0';
         rc = apply_one(b, &cmd, r, err);
         if (rc != 0)
@@ -176,6 +188,8 @@ static int flush_dirty(struct broker *b, struct ferry_err *err)
 static int write_batch_tail(struct broker *b, struct ferry_err *err)
 {
     int rc = flush_dirty(b, err);
+    if (rc == 0)
+        rc = broker_producers_flush(b, err);
     if (rc == 0 && (b->applied_index != b->stored_index || b->applied_term != b->stored_term))
         rc = store_set_last_applied(b->store, b->applied_index, b->applied_term, err);
     if (rc == 0 && b->history_dirty)

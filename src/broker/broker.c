@@ -27,6 +27,8 @@ static void init_lists(struct broker *b)
     list_init(&b->pending_queues);
     list_init(&b->zombie_subs);
     list_init(&b->zombie_consumers);
+    umap_init(&b->producers);
+    list_init(&b->dirty_producers);
 }
 
 static void fill_defaults(struct broker_config *cfg)
@@ -110,6 +112,9 @@ void broker_close(struct broker *b)
     assert(atomic_load(&b->nsnaps) == 0 && "broker_snapshot_end every snapshot first");
     free_clients(b);
     free_index(b);
+    broker_producers_free(b);
+    umap_free(&b->producers);
+    ferry_free(b->gone);
     umap_free(&b->handles);
     ferry_free(b->fx);
     ferry_free(b->undo);

@@ -144,6 +144,8 @@ void broker_last_applied(const struct broker *b, uint64_t *index, uint64_t *term
 struct broker_result {
     int status;    /* 0 or FERRY_E* (ENOTFOUND, EFULL, EWRONGTYPE, EEXIST, ETOOBIG, EINVAL...) */
     uint64_t id;   /* event id / item id when status is 0 */
+    int duplicate; /* PUBLISH/PUSH: a producer's re-sent command, not applied again; status
+                      and id are the first one's (docs/protocol.md) */
     char msg[160]; /* human message when status != 0 */
 };
 
@@ -267,6 +269,7 @@ struct broker_stats {
     uint64_t subscriptions;
     uint64_t consumers;
     uint64_t history_records;
+    uint64_t producers; /* idempotent producers remembered */
 };
 void broker_stats(const struct broker *b, struct broker_stats *out);
 

@@ -41,6 +41,50 @@
 #define BROKER_CMDF_WIRE_PRODUCER 0x80
 #define BROKER_CMDF_KNOWN (BROKER_CMDF_AUTO_CREATE)
 
+/* ---- idempotent producers (producers.c) ---- */
+
+#define PRODUCER_RING 256                    /* outcomes remembered per producer */
+#define PRODUCER_MAX 4096                    /* producers remembered */
+#define PRODUCER_IDLE_MS (3600ull * 1000ull) /* forgotten after this long unused */
+
+struct producer_outcome {
+    uint64_t seq; /* 0: empty slot */
+    uint64_t id;
+    int32_t status;
+};
+
+struct producer {
+    uint8_t pid[16];
+    uint64_t highest; /* highest sequence applied */
+    uint64_t last_ms; /* command time of its last use */
+    struct producer_outcome ring[PRODUCER_RING]; /* by seq % PRODUCER_RING */
+    struct producer *next;  /* same folded key in b->producers */
+    struct list dirty_node; /* in b->dirty_producers: its row is written at commit */
+};
+
+/* cmd carries a producer id and sequence. */
+int broker_has_producer(const struct broker_cmd *c);
+/* 1: cmd is a duplicate (or too old) and r holds its result; 0: apply it. */
+int broker_producer_check(struct broker *b, const struct broker_cmd *cmd, struct broker_result *r,
+                          struct ferry_err *err);
+/* Remember the outcome r of cmd (applied as new). */
+int broker_producer_record(struct broker *b, const struct broker_cmd *cmd,
+                           const struct broker_result *r, struct ferry_err *err);
+/* Forget producers unused since before now_ms - PRODUCER_IDLE_MS. */
+int broker_producers_expire(struct broker *b, uint64_t now_ms, struct ferry_err *err);
+/* Write forgotten and changed producers (inside the open transaction). */
+int broker_producers_flush(struct broker *b, struct ferry_err *err);
+/* Replace the in-memory table with the database's. */
+int broker_producers_load(struct broker *b, struct ferry_err *err);
+void broker_producers_free(struct broker *b);
+/* The ring as stored and in snapshots: its outcomes oldest first, 20 bytes
+ * each (u64 seq, u64 id, i32 status); out holds PRODUCER_RING of them.
+ * Returns the byte count. */
+size_t broker_producer_encode_ring(const struct producer *p, uint8_t *out);
+/* Set a producer from its stored form: 0, FERRY_ECORRUPT or FERRY_ENOMEM. */
+int broker_producer_put(struct broker *b, const uint8_t *pid, uint64_t highest, uint64_t last_ms,
+                        const uint8_t *ring, size_t len);
+
 /* ---- ready set (ready.c) ---- */
 
 /* The ids of a queue's items that wait for a consumer, delivered smallest
@@ -196,6 +240,11 @@ struct broker {
     struct list pending_queues;
     struct list zombie_subs;      /* subs whose channel vanished in a reload */
     struct list zombie_consumers; /* consumers whose queue vanished in a reload */
+    struct umap producers; /* folded producer id -> struct producer chain */
+    size_t nproducers;
+    struct list dirty_producers;
+    uint8_t (*gone)[16]; /* producers forgotten in the open transaction */
+    size_t ngone, gonecap;
     int history_dirty;
     uint64_t history_count, history_oldest_ts;
     uint64_t nchannels, nqueues, nclients, nsubs, nconsumers;
@@ -266,7 +315,7 @@ void broker_zombify_consumer(struct broker *b, struct consumer *con);
 
 #define SNAP_MAGIC "FERRYSNP"
 #define SNAP_MAGIC_LEN 8
-#define SNAP_VERSION 1
+#define SNAP_VERSION 2 /* 2: PRODUCER records */
 #define SNAP_HEADER_LEN 28    /* magic, u32 version, u64 index, u64 term */
 #define SNAP_REC_HEADER_LEN 5 /* u8 type, u32 body length */
 #define SNAP_RES_FIXED 47     /* a RESOURCE body without its two names' bytes */
@@ -279,7 +328,9 @@ enum snap_rec_type {
     SNAP_REC_MESSAGE = 2,
     SNAP_REC_DURABLE = 3,
     SNAP_REC_END = 4,
+    SNAP_REC_PRODUCER = 5, /* after the resources: 16 id, u64 highest, u64 last_ms, ring */
 };
+#define SNAP_PROD_FIXED 32 /* a PRODUCER body without its ring */
 
 /* Where encoded bytes go: 0 or a negative FERRY_E* code that stops the encoding. */
 typedef int (*snap_sink)(void *ctx, const void *p, size_t n);

@@ -70,6 +70,8 @@ int broker_apply_expire(struct broker *b, const struct broker_cmd *cmd, struct b
     int rc = store_history_prune(b->store, min_ts, b->cfg.history_max_records, &removed, err);
     if (rc == 0)
         b->history_dirty = 1;
+    if (rc == 0)
+        rc = broker_producers_expire(b, cmd->ts_ms, err);
     return rc;
 }
 

@@ -416,6 +416,8 @@ static int load_all(struct broker *b, struct smap *old, struct ferry_err *err)
     if (rc == 0)
         rc = store_last_applied(b->store, &b->stored_index, &b->stored_term, err);
     if (rc == 0)
+        rc = broker_producers_load(b, err);
+    if (rc == 0)
         rc = broker_refresh_history(b, err);
     return rc;
 }

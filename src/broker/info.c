@@ -130,4 +130,5 @@ void broker_stats(const struct broker *b, struct broker_stats *out)
     out->subscriptions = b->nsubs;
     out->consumers = b->nconsumers;
     out->history_records = b->history_count;
+    out->producers = b->nproducers;
 }

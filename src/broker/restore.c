@@ -138,6 +138,8 @@ struct restore {
     uint64_t nres, nmsg, ndur;
     uint8_t *payload;
     size_t cap;
+    int have_producer;
+    uint8_t last_pid[16];
 };
 
 static int read_resource(struct restore *r, uint32_t len)
@@ -271,6 +273,37 @@ static int read_durable(struct restore *r, uint32_t len)
     return 0;
 }
 
+static int read_producer(struct restore *r, uint32_t len)
+{
+    struct snap_in *in = &r->in;
+    if (len < SNAP_PROD_FIXED || len > SNAP_PROD_FIXED + (uint32_t)PRODUCER_RING * 20 ||
+        (len - SNAP_PROD_FIXED) % 20 != 0)
+        return corrupt(in, "a producer record of %u bytes", len);
+    uint8_t body[SNAP_PROD_FIXED + PRODUCER_RING * 20];
+    int rc = read_exact(in, body, len);
+    if (rc != 0)
+        return rc;
+    if (r->have_producer && memcmp(body, r->last_pid, 16) <= 0)
+        return corrupt(in, "producer records out of order (ids must be ascending)");
+    /* Check the ring as the broker will read it back. */
+    uint64_t highest = get_u64(body + 16);
+    int bad = 0;
+    for (uint32_t i = 0; i < (len - SNAP_PROD_FIXED) / 20 && !bad; i++) {
+        uint64_t seq = get_u64(body + SNAP_PROD_FIXED + i * 20);
+        bad = seq == 0 || seq > highest || seq + PRODUCER_RING <= highest;
+    }
+    if (bad)
+        return corrupt(in, "a producer record whose outcomes lie outside its last %u sequences",
+                       PRODUCER_RING);
+    rc = store_producer_put(r->b->store, body, highest, get_u64(body + 24), body + SNAP_PROD_FIXED,
+                            len - SNAP_PROD_FIXED, in->err);
+    if (rc != 0)
+        return rc;
+    r->have_producer = 1;
+    memcpy(r->last_pid, body, 16);
+    return 0;
+}
+
 /* The end record, then the end of the stream. */
 static int read_end(struct restore *r, uint32_t len)
 {
@@ -325,6 +358,9 @@ static int read_records(struct restore *r)
             break;
         case SNAP_REC_DURABLE:
             rc = read_durable(r, len);
+            break;
+        case SNAP_REC_PRODUCER:
+            rc = read_producer(r, len);
             break;
         case SNAP_REC_END:
             return read_end(r, len);

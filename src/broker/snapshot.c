@@ -153,6 +153,26 @@ static int resource_cb(void *ctx, const struct store_resource *r)
     return rc;
 }
 
+/* A PRODUCER record: its id, highest sequence, last use and outcomes. */
+static int producer_cb(void *ctx, const uint8_t *pid, uint64_t highest, uint64_t last_ms,
+                       const void *ring, size_t ring_len)
+{
+    struct snap_out *o = ctx;
+    if (ring_len > (size_t)PRODUCER_RING * 20)
+        return ferry_err_set(o->err, FERRY_ECORRUPT,
+                             "a producer row holds %zu bytes of outcomes (at most %u)", ring_len,
+                             PRODUCER_RING * 20);
+    uint8_t rec[SNAP_REC_HEADER_LEN + SNAP_PROD_FIXED];
+    uint8_t *p = put_rec_header(rec, SNAP_REC_PRODUCER, (uint32_t)(SNAP_PROD_FIXED + ring_len));
+    memcpy(p, pid, 16);
+    put_u64(p + 16, highest);
+    put_u64(p + 24, last_ms);
+    int rc = out_bytes(o, rec, sizeof rec);
+    if (rc == 0 && ring_len > 0)
+        rc = out_bytes(o, ring, ring_len);
+    return rc;
+}
+
 /* The end record: counts, then the CRC-32C of every byte before the CRC. */
 static int put_end(struct snap_out *o)
 {
@@ -185,6 +205,8 @@ int broker_snap_encode(struct store *s, uint64_t index, uint64_t term, snap_sink
     int rc = out_bytes(&o, h, sizeof h);
     if (rc == 0)
         rc = store_resources_by_name(s, resource_cb, &o, err);
+    if (rc == 0)
+        rc = store_producers_load(s, producer_cb, &o, err);
     if (rc == 0)
         rc = put_end(&o);
     ferry_free(o.buf);

@@ -19,6 +19,9 @@ volatile int cli_interrupted;
 
 static const struct cli_opt common_opts[] = {
     {"servers", 0, "LIST", "servers to try, host:port,host:port (default $FERRY_SERVERS)"},
+    {"reconnect-timeout", 0, "T",
+     "keep trying the servers this long to connect or after a lost connection; "
+     "0 = fail at once (default 30s)"},
     {"help", 'h', NULL, "show this help"},
     {NULL, 0, NULL, NULL},
 };
@@ -103,6 +106,7 @@ int cli_parse(const struct cli_cmd *cmd, int argc, char **argv, struct cli_args 
 {
     memset(a->value, 0, sizeof a->value);
     a->servers = NULL;
+    a->reconnect = NULL;
     a->npos = 0;
     int only_pos = 0;
     for (int k = 0; k < argc; k++) {
@@ -143,7 +147,8 @@ int cli_parse(const struct cli_cmd *cmd, int argc, char **argv, struct cli_args 
             cli_print_usage(cmd);
             return -1;
         }
-        int rc = take_value(cmd, &common_opts[i], inline_v, argc, argv, &k, &a->servers, arg);
+        const char **slot = strcmp(common_opts[i].name, "servers") == 0 ? &a->servers : &a->reconnect;
+        int rc = take_value(cmd, &common_opts[i], inline_v, argc, argv, &k, slot, arg);
         if (rc != 0)
             return rc;
     }
@@ -275,6 +280,19 @@ int cli_connect(const struct cli_global *g, const struct cli_args *a, uint32_t w
     return cli_connect_opts(g, a, window, 0, out);
 }
 
+/* Failover notices: a command keeps going, and says so on stderr. */
+static void on_conn_lost(ferry_client_t *c, int status, const char *msg, void *arg)
+{
+    (void)c, (void)status, (void)arg;
+    fprintf(stderr, "ferry: %s; reconnecting\n", msg);
+}
+
+static void on_conn_back(ferry_client_t *c, int status, const char *address, void *arg)
+{
+    (void)c, (void)status, (void)arg;
+    fprintf(stderr, "ferry: reconnected to %s\n", address);
+}
+
 int cli_connect_opts(const struct cli_global *g, const struct cli_args *a, uint32_t window,
                      int any_node, ferry_client_t **out)
 {
@@ -284,6 +302,18 @@ int cli_connect_opts(const struct cli_global *g, const struct cli_args *a, uint3
     o.client_name = "ferry-cli";
     o.window = window;
     o.any_node = any_node;
+    o.on_disconnect = on_conn_lost;
+    o.on_reconnect = on_conn_back;
+    if (a->reconnect != NULL) {
+        uint64_t ms = 0;
+        if (cli_parse_duration_ms(a->reconnect, &ms) != 0 || ms > UINT32_MAX)
+            return cli_error("--reconnect-timeout '%s': expected a duration such as 30s or 500ms",
+                             a->reconnect);
+        if (ms == 0)
+            o.no_reconnect = 1;
+        else
+            o.reconnect_timeout_ms = (uint32_t)ms;
+    }
     ferry_client_t *c = NULL;
     int rc = ferry_client_create(&c, &o);
     if (rc != 0)

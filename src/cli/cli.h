@@ -32,6 +32,7 @@ struct cli_opt {
 struct cli_args {
     const char *value[CLI_MAX_OPTS]; /* per option of the command's table; "1" for a set flag */
     const char *servers;             /* --servers given after the command, or NULL */
+    const char *reconnect;           /* --reconnect-timeout, or NULL */
     char **pos;
     int npos;
 };

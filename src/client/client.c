@@ -22,7 +22,9 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/eventfd.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -34,6 +36,9 @@
 #define DEFAULT_MAX_FRAME (64u * 1024u * 1024u)
 #define DEFAULT_MAX_QUEUED_BYTES ((size_t)64 * 1024 * 1024)
 #define CLOSE_FLUSH_MS 1000
+#define DEFAULT_RECONNECT_TIMEOUT_MS 30000u
+#define DEFAULT_BACKOFF_INITIAL_MS 50u
+#define DEFAULT_BACKOFF_MAX_MS 2000u
 
 /* The calling thread's last error: which client (by serial number, so a
  * client allocated later at the same address never inherits it) and the text. */
@@ -126,6 +131,28 @@ int client_wait(ferry_client_t *c, pthread_cond_t *cond, uint64_t deadline_ns)
 
 /* ---- create / connect / close ---- */
 
+/* The producer id: 128 random bits, so that no two clients share one. */
+static void make_producer_id(ferry_client_t *c)
+{
+    size_t got = 0;
+    while (got < sizeof c->producer_id) {
+        ssize_t n = getrandom(c->producer_id + got, sizeof c->producer_id - got, 0);
+        if (n > 0)
+            got += (size_t)n;
+        else if (n < 0 && errno != EINTR)
+            break;
+    }
+    if (got < sizeof c->producer_id) { /* no getrandom: the clock, pid and address */
+        uint64_t a = clock_mono_ns() ^ ((uint64_t)getpid() << 32);
+        uint64_t b = (uint64_t)(uintptr_t)c ^ c->serial ^ (uint64_t)time(NULL);
+        memcpy(c->producer_id, &a, 8);
+        memcpy(c->producer_id + 8, &b, 8);
+    }
+    memcpy(&c->rng, c->producer_id, sizeof c->rng);
+    c->rng |= 1; /* xorshift must not start at 0 */
+    memcpy(c->stats.producer_id, c->producer_id, sizeof c->producer_id);
+}
+
 void ferry_options_init(ferry_options_t *o)
 {
     memset(o, 0, sizeof *o);
@@ -160,6 +187,19 @@ int ferry_client_create(ferry_client_t **out, const ferry_options_t *o)
     c->max_queued_bytes = o->max_queued_bytes ? o->max_queued_bytes : DEFAULT_MAX_QUEUED_BYTES;
     c->on_error = o->on_error;
     c->on_error_arg = o->on_error_arg;
+    c->reconnect = !o->no_reconnect && !o->any_node;
+    c->reconnect_timeout_ms =
+        o->reconnect_timeout_ms ? o->reconnect_timeout_ms : DEFAULT_RECONNECT_TIMEOUT_MS;
+    c->backoff_initial_ms = o->backoff_initial_ms ? o->backoff_initial_ms : DEFAULT_BACKOFF_INITIAL_MS;
+    c->backoff_max_ms = o->backoff_max_ms ? o->backoff_max_ms : DEFAULT_BACKOFF_MAX_MS;
+    if (c->backoff_max_ms < c->backoff_initial_ms)
+        c->backoff_max_ms = c->backoff_initial_ms;
+    c->backoff_ms = c->backoff_initial_ms;
+    c->fail_when_full = o->fail_when_full;
+    c->on_disconnect = o->on_disconnect;
+    c->on_reconnect = o->on_reconnect;
+    c->conn_cb_arg = o->conn_cb_arg;
+    make_producer_id(c);
     c->next_id = 2; /* 1 is the HELLO's */
     buf_init(&c->out);
     buf_init(&c->in);
@@ -215,6 +255,9 @@ static int adopt_connection_locked(ferry_client_t *c, const struct conn *info, s
     c->wake_pending = 0;
     c->io_polling = 0;
     c->state = CLIENT_READY;
+    c->connected_ns = clock_mono_ns();
+    c->stats.connects++;
+    failover_learn_locked(c, info);
     return buf_append(&c->in, extra->data, extra->len);
 }
 
@@ -238,33 +281,16 @@ static int start_io_thread(ferry_client_t *c)
     return 0;
 }
 
-/* Try every server once, in round-robin order. */
+/* Dial the servers: one round without reconnection, else until one accepts
+ * or reconnect_timeout_ms passes (failover.c). */
 static int dial_servers(ferry_client_t *c, struct conn *info, struct buf *extra, size_t *used)
 {
-    struct conn_params p = {.client_name = c->client_name,
-                            .timeout_ms = c->connect_timeout_ms,
-                            .max_frame = c->max_frame,
-                            .max_redirects = c->max_redirects,
-                            .any_node = c->any_node};
-    size_t start = c->ever_connected ? (c->server_idx + 1) % c->nservers : 0;
-    char all[CLIENT_MSG_MAX] = "";
-    size_t at = 0;
-    int rc = FERRY_ECONN;
-    for (size_t k = 0; k < c->nservers; k++) {
-        size_t i = (start + k) % c->nservers;
-        char msg[CONN_MSG_MAX];
-        buf_reset(extra);
-        rc = conn_open(&p, c->servers[i], info, extra, msg, sizeof msg);
-        if (rc == 0) {
-            *used = i;
-            return 0;
-        }
-        if (at < sizeof all)
-            at += (size_t)snprintf(all + at, sizeof all - at, "%s%s", k ? "; " : "", msg);
-    }
-    if (c->nservers == 1)
-        return client_fail(c, rc, "cannot connect: %s", all);
-    return client_fail(c, rc, "cannot connect to any of %zu servers: %s", c->nservers, all);
+    char msg[CLIENT_MSG_MAX];
+    uint64_t deadline = clock_mono_ns() + (uint64_t)c->reconnect_timeout_ms * 1000000u;
+    int rc = failover_dial(c, NULL, deadline, !c->reconnect, info, extra, used, msg, sizeof msg);
+    if (rc != 0)
+        return client_fail(c, rc, "%s", msg);
+    return 0;
 }
 
 int ferry_client_connect(ferry_client_t *c)
@@ -272,7 +298,8 @@ int ferry_client_connect(ferry_client_t *c)
     if (client_in_io_thread(c))
         return client_fail(c, FERRY_EDEADLK, "ferry_client_connect called from a callback");
     pthread_mutex_lock(&c->mu);
-    if (c->state == CLIENT_READY || c->state == CLIENT_REDIRECTING) {
+    if (c->state == CLIENT_READY || c->state == CLIENT_REDIRECTING ||
+        c->state == CLIENT_RECONNECTING) {
         pthread_mutex_unlock(&c->mu);
         return client_fail(c, FERRY_ESTATE, "already connected to %s", c->info.address);
     }
@@ -294,6 +321,7 @@ int ferry_client_connect(ferry_client_t *c)
         rc = conn_parse_servers(c->servers_opt, &c->servers, &c->nservers, msg, sizeof msg);
         if (rc != 0)
             client_fail(c, rc, "%s", rc == FERRY_ENOMEM ? ferry_strerror(rc) : msg);
+        c->nservers_given = c->nservers;
     }
     struct conn info;
     struct buf extra;
@@ -318,7 +346,8 @@ int ferry_client_connect(ferry_client_t *c)
         c->fd = -1;
         c->state = CLIENT_IDLE;
     } else {
-        c->server_idx = used;
+        if (used != SIZE_MAX)
+            c->server_idx = used;
         c->ever_connected = 1;
     }
     pthread_mutex_unlock(&c->mu);
@@ -398,6 +427,16 @@ int ferry_client_close(ferry_client_t *c)
     return 0;
 }
 
+int ferry_client_stats(ferry_client_t *c, ferry_client_stats_t *out)
+{
+    if (c == NULL || out == NULL)
+        return FERRY_EINVAL;
+    pthread_mutex_lock(&c->mu);
+    *out = c->stats;
+    pthread_mutex_unlock(&c->mu);
+    return 0;
+}
+
 int ferry_client_server_info(ferry_client_t *c, ferry_server_info_t *out)
 {
     pthread_mutex_lock(&c->mu);
@@ -422,6 +461,7 @@ int client_usable_locked(ferry_client_t *c)
     switch (c->state) {
     case CLIENT_READY:
     case CLIENT_REDIRECTING:
+    case CLIENT_RECONNECTING: /* requests wait in the output and go out on the new connection */
         return 0;
     case CLIENT_IDLE:
         return client_fail(c, FERRY_ESTATE, "not connected");
@@ -583,6 +623,10 @@ int client_submit_locked(ferry_client_t *c, struct req *r)
     uint32_t id = next_request_id_locked(c);
     client_frame_set_id(&r->frame, id);
     r->id = id;
+    if (r->seq_off != 0) { /* numbered here, so that the server sees them in order */
+        r->seq = ++c->next_seq;
+        put_u64(r->frame.data + r->seq_off, r->seq);
+    }
     if (umap_put(&c->reqs, id, r) != 0)
         return client_fail(c, FERRY_ENOMEM, "out of memory registering a request");
     if (client_append_locked(c, r->frame.data, r->frame.len) != 0) {

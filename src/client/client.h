@@ -6,6 +6,8 @@
  *             ENOTLEADER redirects, connection failure
  *   ops.c     publish, push and the admin requests
  *   sub.c     subscriptions, consumers, the poll queue, ack/nack
+ *   failover.c reconnecting after a lost connection: the server list,
+ *             backoff, re-sending pending requests, resubscribing
  *
  * Locking: one mutex per client (c->mu) guards everything below except the
  * fields marked "I/O thread only". It is never held while a callback runs
@@ -14,8 +16,7 @@
  *
  * Every pending request sits in c->reqs (by request id) and in c->inflight
  * (in send order) and keeps its encoded frame, so the whole pending set can
- * be re-sent on a new connection after a redirect (and, later, after a
- * failover).
+ * be re-sent on a new connection after a redirect or a failover.
  */
 #ifndef FERRY_CLIENT_CLIENT_H
 #define FERRY_CLIENT_CLIENT_H
@@ -39,13 +40,17 @@ enum client_state {
     CLIENT_IDLE,        /* not connected yet */
     CLIENT_READY,       /* connected; requests are written */
     CLIENT_REDIRECTING, /* the I/O thread is connecting to the leader; writes wait */
-    CLIENT_BROKEN,      /* the connection failed: conn_code/conn_msg say why */
+    CLIENT_RECONNECTING, /* the connection was lost; the I/O thread is reconnecting and
+                            requests queue up (failover.c) */
+    CLIENT_BROKEN,      /* the connection failed for good: conn_code/conn_msg say why */
     CLIENT_CLOSING      /* ferry_client_close() is tearing down */
 };
 
 enum req_kind {
     REQ_SYNC, /* a caller waits on req->cond */
-    REQ_ASYNC /* ferry_publish_async/ferry_push_async: req->cb on the I/O thread */
+    REQ_ASYNC, /* ferry_publish_async/ferry_push_async: req->cb on the I/O thread */
+    REQ_RESUB  /* the client's own SUBSCRIBE/CONSUME re-establishing req->sub after a
+                  reconnect; freed by the I/O thread */
 };
 
 struct req {
@@ -60,6 +65,9 @@ struct req {
     uint64_t stream_end; /* c->out_total just after this frame was appended */
     struct buf frame;    /* the encoded request, for re-sending */
     size_t payload_len;  /* PUBLISH/PUSH: checked against the server's max_message */
+    uint32_t seq_off;    /* persistent PUBLISH/PUSH: offset of producer_seq in frame; 0 none */
+    uint64_t seq;        /* the producer sequence given at submission */
+    uint64_t resend_ns;  /* answered "outcome unknown": send again at this time (0: no) */
     int status;
     char *msg; /* heap; the error message, or NULL */
     /* REQ_SYNC */
@@ -87,6 +95,11 @@ struct ferry_sub {
     uint64_t id;
     uint64_t next_event_id;
     char name[FERRY_NAME_MAX + 1];
+    /* to subscribe again after a reconnect */
+    char durable_name[FERRY_NAME_MAX + 1];
+    uint32_t window;
+    uint64_t last_id; /* channel: the newest event id handed to the caller (0: none) */
+    int resub;        /* lost with the connection; a REQ_RESUB re-establishes it */
     ferry_message_cb on_message;
     ferry_end_cb on_end;
     void *arg;
@@ -105,7 +118,7 @@ struct ferry_sub {
 };
 
 /* One callback the I/O thread runs after a batch of frames, unlocked. */
-enum disp_kind { DISP_ASYNC, DISP_MESSAGE, DISP_END, DISP_ERROR };
+enum disp_kind { DISP_ASYNC, DISP_MESSAGE, DISP_END, DISP_ERROR, DISP_DISCONNECT, DISP_RECONNECT };
 struct disp {
     uint8_t kind;
     struct req *req;       /* DISP_ASYNC */
@@ -131,13 +144,25 @@ struct ferry_client {
     size_t max_queued_bytes;
     ferry_error_cb on_error;
     void *on_error_arg;
+    int reconnect;
+    uint32_t reconnect_timeout_ms;
+    uint32_t backoff_initial_ms;
+    uint32_t backoff_max_ms;
+    int fail_when_full;
+    ferry_conn_cb on_disconnect;
+    ferry_conn_cb on_reconnect;
+    void *conn_cb_arg;
+    uint8_t producer_id[16];
 
-    /* servers, parsed by connect */
+    /* servers, parsed by connect; the ones a node named in HELLO_OK are added */
     char **servers;
     size_t nservers;
+    size_t nservers_given; /* the first nservers_given came from the options */
     size_t server_idx; /* the one used by the last successful connect */
     int ever_connected;
     int connecting; /* a ferry_client_connect is dialling */
+    uint64_t connected_ns; /* when the current connection was made */
+    uint64_t backoff_ms;   /* pause before redialling after a short-lived connection */
 
     /* connection */
     enum client_state state;
@@ -162,6 +187,10 @@ struct ferry_client {
 
     /* requests */
     uint32_t next_id;
+    uint64_t next_seq;      /* the last producer sequence given */
+    uint32_t resends_due;   /* requests with resend_ns set */
+    ferry_client_stats_t stats;
+    uint64_t rng;           /* jitter and the first server */
     struct umap reqs;
     struct list inflight;
     struct list async_q;
@@ -242,6 +271,36 @@ void *io_main(void *arg);
  * pending request with the error (locked). */
 void io_fail_locked(ferry_client_t *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* Handle every whole frame in c->in (locked); returns IO_REDIRECT when the
+ * connection must move to c->redirect_to. */
+#define IO_REDIRECT 1
+/* Run the collected callbacks with the mutex released (locked). */
+void io_run_dispatch_locked(ferry_client_t *c);
+/* Fail asynchronous requests whose deadline passed, send due re-sends;
+ * returns the poll timeout in ms (-1: none) (locked). */
+int io_expire_locked(ferry_client_t *c);
+/* Complete every pending request with the connection's error and end every
+ * subscription (locked). */
+void io_fail_all_locked(ferry_client_t *c);
+struct disp *io_disp_push_locked(ferry_client_t *c, uint8_t kind);
+
+/* ---- failover.c ---- */
+/* The I/O thread, state CLIENT_RECONNECTING: settle what cannot be re-sent,
+ * dial until a node accepts or reconnect_timeout_ms passes, then re-send and
+ * resubscribe (READY) or give up (BROKEN). Returns with the mutex held. */
+void failover_reconnect_locked(ferry_client_t *c);
+/* A lost connection: go to CLIENT_RECONNECTING if the client reconnects,
+ * else CLIENT_BROKEN (locked). */
+void failover_lost_locked(ferry_client_t *c, int code, const char *msg);
+/* Add the addresses a node named in HELLO_OK to the server list (locked). */
+void failover_learn_locked(ferry_client_t *c, const struct conn *info);
+/* Dial the servers round-robin with backoff until one accepts or the
+ * deadline passes (mutex NOT held; c->mu is taken briefly). *used = index
+ * in c->servers of the one that answered; preferred (may be NULL) first. */
+int failover_dial(ferry_client_t *c, const char *preferred, uint64_t deadline_ns, int single_round,
+                  struct conn *info, struct buf *extra, size_t *used, char *msg, size_t cap);
+uint64_t failover_random(ferry_client_t *c);
 
 /* ---- sub.c ---- */
 /* Free a sub if the user released it and no callback is running (locked). */

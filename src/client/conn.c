@@ -296,6 +296,10 @@ static void take_hello(struct conn *out, const struct proto_hello_ok *ok, int fd
     out->node_id = ok->node_id;
     out->max_frame = ok->max_frame;
     out->max_message = ok->max_message;
+    out->n_endpoints = 0;
+    for (uint16_t i = 0; i < ok->endpoint_count && out->n_endpoints < CONN_ENDPOINTS_MAX; i++)
+        if (ok->endpoints[i][0] != '\0' && strlen(ok->endpoints[i]) < CONN_ADDR_MAX)
+            snprintf(out->endpoints[out->n_endpoints++], CONN_ADDR_MAX, "%s", ok->endpoints[i]);
 }
 
 /* HELLO on an open socket. 0 (HELLO_OK), FERRY_ENOTLEADER with leader set,
@@ -310,6 +314,8 @@ static int hello(const struct conn_params *p, int fd, const char *address, uint6
     memset(&h, 0, sizeof h);
     snprintf(h.client_name, sizeof h.client_name, "%s", p->client_name);
     h.flags = p->any_node ? PROTO_F_ANY_NODE : 0;
+    if (p->producer_id != NULL)
+        memcpy(h.producer_id, p->producer_id, sizeof h.producer_id);
     int rc = proto_encode_hello(&b, HELLO_REQUEST_ID, &h);
     if (rc == 0) {
         rc = send_all(fd, b.data, b.len, deadline_ns);

@@ -24,7 +24,10 @@ struct conn_params {
     uint32_t max_frame;     /* largest frame accepted from the server */
     uint32_t max_redirects; /* ENOTLEADER answers followed */
     int any_node;           /* HELLO with PROTO_F_ANY_NODE */
+    const uint8_t *producer_id; /* 16 bytes sent in HELLO; NULL: none */
 };
+
+#define CONN_ENDPOINTS_MAX 16 /* client addresses kept from HELLO_OK */
 
 /* An open, greeted connection and what the node said in HELLO_OK. */
 struct conn {
@@ -35,6 +38,8 @@ struct conn {
     uint64_t node_id;
     uint32_t max_frame;
     uint32_t max_message;
+    uint32_t n_endpoints; /* the cluster members' client addresses, from HELLO_OK */
+    char endpoints[CONN_ENDPOINTS_MAX][CONN_ADDR_MAX];
 };
 
 /* Split an address into host (brackets removed) and port (default

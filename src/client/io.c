@@ -9,13 +9,15 @@
  * released, in frame order. Payloads handed to message callbacks point into
  * c->in, which nothing else touches until the batch is done.
  *
- * The loop ends when the connection fails or the client closes; it then
- * completes every pending request with the error, ends every subscription
- * and runs the resulting callbacks before the thread exits.
+ * When the connection fails the thread reconnects (failover.c), unless the
+ * client was made with no_reconnect or is closing; then, or when
+ * reconnecting gives up, it completes every pending request with the error,
+ * ends every subscription and runs the resulting callbacks before it exits.
  *
- * An ERROR ENOTLEADER naming a leader, on a connection that has no
- * subscription or consumer, makes the thread connect to that leader and
- * re-send every pending request there, in the original order.
+ * An ERROR ENOTLEADER naming a leader moves the connection to that leader,
+ * and every pending request is sent again there, in the original order.
+ * Without reconnection this is done only on a connection with no
+ * subscription or consumer.
  */
 #include "client/client.h"
 
@@ -30,25 +32,23 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#define HANDLE_REDIRECT 1
+#define HANDLE_REDIRECT IO_REDIRECT
+#define RESEND_DELAY_MS 200 /* after an "outcome unknown" answer */
 
 void io_fail_locked(ferry_client_t *c, int code, const char *fmt, ...)
 {
     if (c->state != CLIENT_READY && c->state != CLIENT_REDIRECTING)
         return; /* the first failure is the one to report */
-    c->state = CLIENT_BROKEN;
-    c->conn_code = code;
+    char msg[CLIENT_MSG_MAX];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(c->conn_msg, sizeof c->conn_msg, fmt, ap);
+    vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (c->fd >= 0)
-        shutdown(c->fd, SHUT_RDWR);
-    if (!client_in_io_thread(c))
-        client_wake_locked(c);
+    failover_lost_locked(c, code, msg);
 }
 
-static struct disp *disp_push_locked(ferry_client_t *c, uint8_t kind)
+#define disp_push_locked io_disp_push_locked
+struct disp *io_disp_push_locked(ferry_client_t *c, uint8_t kind)
 {
     if (c->ndisp == c->disp_cap) {
         size_t cap = c->disp_cap ? c->disp_cap * 2 : 256;
@@ -103,7 +103,7 @@ int sub_end_locked(ferry_client_t *c, struct ferry_sub *s, int code, const char 
 }
 
 /* Complete every pending request and end every subscription (locked). */
-static void fail_all_locked(ferry_client_t *c)
+void io_fail_all_locked(ferry_client_t *c)
 {
     int code = c->state == CLIENT_CLOSING ? FERRY_ECLOSED : c->conn_code;
     const char *msg = c->state == CLIENT_CLOSING ? "client closed" : c->conn_msg;
@@ -112,6 +112,16 @@ static void fail_all_locked(ferry_client_t *c)
     {
         struct req *r = list_entry(pos, struct req, link);
         client_forget_locked(c, r);
+        if (r->resend_ns != 0) {
+            r->resend_ns = 0;
+            c->resends_due--;
+        }
+        if (r->kind == REQ_RESUB) { /* its sub ends below */
+            client_req_cleanup(r);
+            ferry_free(r);
+            continue;
+        }
+        ferry_free(r->msg);
         r->status = code;
         r->msg = ferry_strdup(msg);
         if (r->kind == REQ_SYNC) {
@@ -141,7 +151,8 @@ static void fail_all_locked(ferry_client_t *c)
 }
 
 /* Run the collected callbacks with the mutex released, then settle (locked). */
-static void run_dispatch_locked(ferry_client_t *c)
+#define run_dispatch_locked io_run_dispatch_locked
+void io_run_dispatch_locked(ferry_client_t *c)
 {
     size_t n = c->ndisp;
     if (n == 0)
@@ -167,6 +178,14 @@ static void run_dispatch_locked(ferry_client_t *c)
             break;
         case DISP_ERROR:
             c->on_error(c, d->status, d->msg ? d->msg : ferry_strerror(d->status), c->on_error_arg);
+            break;
+        case DISP_DISCONNECT:
+            if (c->on_disconnect != NULL)
+                c->on_disconnect(c, d->status, d->msg ? d->msg : "", c->conn_cb_arg);
+            break;
+        case DISP_RECONNECT:
+            if (c->on_reconnect != NULL)
+                c->on_reconnect(c, 0, d->msg ? d->msg : "", c->conn_cb_arg);
             break;
         }
     }
@@ -231,7 +250,8 @@ static int register_sub_locked(ferry_client_t *c, struct ferry_sub *s, uint8_t o
         if (proto_decode_subscribe_ok(body, len, &ok) != 0)
             return FERRY_EPROTO;
         s->id = ok.sub_id;
-        s->next_event_id = ok.next_event_id;
+        if (!s->resub) /* the first one is what the caller sees */
+            s->next_event_id = ok.next_event_id;
     } else if (proto_decode_id(body, len, &s->id) != 0) {
         return FERRY_EPROTO;
     }
@@ -241,7 +261,8 @@ static int register_sub_locked(ferry_client_t *c, struct ferry_sub *s, uint8_t o
     if (umap_put(m, s->id, s) != 0)
         return FERRY_ENOMEM;
     s->registered = 1;
-    list_insert_tail(&c->all_subs, &s->link);
+    if (!list_linked(&s->link))
+        list_insert_tail(&c->all_subs, &s->link);
     return 0;
 }
 
@@ -286,9 +307,53 @@ static void complete_sync_locked(ferry_client_t *c, struct req *r, uint8_t op, i
     pthread_cond_signal(r->cond);
 }
 
+/* The reply to a REQ_RESUB: the sub is live again, or ends with the error. */
+static void complete_resub_locked(ferry_client_t *c, struct req *r, uint8_t op, int status,
+                                  const char *msg, const uint8_t *body, size_t len)
+{
+    struct ferry_sub *s = r->sub;
+    client_forget_locked(c, r);
+    client_req_cleanup(r);
+    ferry_free(r);
+    if (s->ended || s->released)
+        return;
+    if (status == 0) {
+        status = register_sub_locked(c, s, op, body, len);
+        if (status == 0) {
+            s->resub = 0;
+            c->stats.resubscribed++;
+            return;
+        }
+        msg = "malformed or duplicate reply to a resubscription";
+    }
+    char why[CLIENT_MSG_MAX];
+    snprintf(why, sizeof why, "%s to '%.255s' could not be re-established on %.270s: %.900s",
+             s->consumer ? "consumer" : "subscription", s->name, c->info.address,
+             msg ? msg : ferry_strerror(status));
+    sub_end_locked(c, s, status, why);
+}
+
+/* A publish or push the server answered "outcome unknown" (EUNAVAILABLE: the
+ * node lost leadership or its storage failed before the entry committed):
+ * with a producer sequence it can be sent again safely. */
+static int retry_unknown_locked(ferry_client_t *c, struct req *r, int status, const char *text)
+{
+    if (!c->reconnect || r->seq == 0 || status != FERRY_EUNAVAILABLE || r->kind == REQ_RESUB)
+        return 0;
+    uint64_t now = clock_mono_ns();
+    if (now + (uint64_t)RESEND_DELAY_MS * 1000000u >= r->deadline_ns)
+        return 0; /* no time left: report it */
+    ferry_free(r->msg);
+    r->msg = ferry_strdup(text); /* reported if the deadline passes first */
+    if (r->resend_ns == 0)
+        c->resends_due++;
+    r->resend_ns = now + (uint64_t)RESEND_DELAY_MS * 1000000u;
+    return 1;
+}
+
 /* A reply for pending request r. */
-static int complete_locked(ferry_client_t *c, struct req *r, uint8_t op, const uint8_t *body,
-                           size_t len)
+static int complete_locked(ferry_client_t *c, struct req *r, uint8_t op, uint16_t flags,
+                           const uint8_t *body, size_t len)
 {
     int status = 0;
     char msg[CLIENT_MSG_MAX];
@@ -300,6 +365,17 @@ static int complete_locked(ferry_client_t *c, struct req *r, uint8_t op, const u
             return -1;
         }
         status = e.code < 0 ? e.code : FERRY_EPROTO;
+        if (status == FERRY_ENOTLEADER && c->reconnect && r->kind != REQ_RESUB &&
+            c->redirects < c->max_redirects) {
+            /* Move to the leader (or look for one); r is sent again there. */
+            snprintf(c->redirect_to, sizeof c->redirect_to, "%s", e.leader);
+            c->redirects++;
+            io_fail_locked(c, FERRY_ENOTLEADER, "%s is not the leader any more%s%s",
+                           c->info.address, e.leader[0] ? "; the leader is " : "", e.leader);
+            return -1;
+        }
+        if (retry_unknown_locked(c, r, status, e.message[0] ? e.message : ferry_strerror(status)))
+            return 0;
         if (status == FERRY_ENOTLEADER && redirect_allowed_locked(c, e.leader)) {
             snprintf(c->redirect_to, sizeof c->redirect_to, "%s", e.leader);
             c->redirects++;
@@ -318,6 +394,18 @@ static int complete_locked(ferry_client_t *c, struct req *r, uint8_t op, const u
         m = msg;
     } else {
         c->redirects = 0;
+        if (flags & PROTO_F_DUPLICATE)
+            c->stats.duplicates++;
+    }
+    if (r->resend_ns != 0) {
+        r->resend_ns = 0;
+        c->resends_due--;
+    }
+    ferry_free(r->msg); /* an earlier "outcome unknown": this answer replaces it */
+    r->msg = NULL;
+    if (r->kind == REQ_RESUB) {
+        complete_resub_locked(c, r, op, status, m, body, len);
+        return 0;
     }
     client_forget_locked(c, r);
     if (r->kind == REQ_ASYNC)
@@ -407,6 +495,15 @@ static int on_push_locked(ferry_client_t *c, uint8_t op, const uint8_t *body, si
                            e.message[0] ? e.message : "ended by the server");
         return 0;
     }
+    if (s != NULL && op == PROTO_EVENT && !m.transient) {
+        /* After a resubscription the server may send again what the caller
+         * already has (a durable subscription resumes after its cursor). */
+        if (m.id <= s->last_id) {
+            c->stats.dropped_events++;
+            return 0;
+        }
+        s->last_id = m.id;
+    }
     if (s != NULL) { /* else: it was just unsubscribed */
         m.sub = s;
         deliver_locked(c, s, &m);
@@ -425,7 +522,7 @@ static int handle_frame_locked(ferry_client_t *c, const struct proto_header *h, 
         return on_push_locked(c, h->op, body, len);
     struct req *r = h->request_id ? umap_get(&c->reqs, h->request_id) : NULL;
     if (r != NULL)
-        return complete_locked(c, r, h->op, body, len);
+        return complete_locked(c, r, h->op, h->flags, body, len);
     if (h->op == PROTO_ERROR) {
         struct proto_error e;
         if (proto_decode_error(body, len, &e) != 0) {
@@ -437,6 +534,8 @@ static int handle_frame_locked(ferry_client_t *c, const struct proto_header *h, 
         char msg[CLIENT_MSG_MAX];
         if (h->request_id == 0) {
             snprintf(c->notice, sizeof c->notice, "%s", text);
+            if (code == FERRY_ENOTLEADER && e.leader[0] != '\0' && c->reconnect)
+                snprintf(c->redirect_to, sizeof c->redirect_to, "%s", e.leader); /* dial it first */
             snprintf(msg, sizeof msg, "server %s: %s", c->info.address, text);
         } else {
             snprintf(msg, sizeof msg, "%s (request %u)", text, h->request_id);
@@ -517,7 +616,8 @@ static void redirect_locked(ferry_client_t *c)
                             .timeout_ms = c->connect_timeout_ms,
                             .max_frame = c->max_frame,
                             .max_redirects = c->max_redirects,
-                            .any_node = c->any_node};
+                            .any_node = c->any_node,
+                            .producer_id = c->producer_id};
     pthread_mutex_unlock(&c->mu);
     close(old);
     struct conn info;
@@ -600,46 +700,100 @@ static void read_input_locked(ferry_client_t *c)
                        c->notice[0] ? ": " : "", c->notice);
 }
 
+/* Send again the requests whose resend time came (READY only); returns the
+ * ms until the next one, or -1. */
+static int resend_due_locked(ferry_client_t *c, uint64_t now)
+{
+    if (c->resends_due == 0)
+        return -1;
+    uint64_t next = UINT64_MAX;
+    struct list *pos;
+    list_foreach(pos, &c->inflight)
+    {
+        struct req *r = list_entry(pos, struct req, link);
+        if (r->resend_ns == 0)
+            continue;
+        if (r->resend_ns > now) {
+            if (r->resend_ns < next)
+                next = r->resend_ns;
+            continue;
+        }
+        if (c->state != CLIENT_READY)
+            continue; /* a reconnect sends every pending request anyway */
+        r->resend_ns = 0;
+        c->resends_due--;
+        if (client_append_locked(c, r->frame.data, r->frame.len) != 0) {
+            io_fail_locked(c, FERRY_ENOMEM, "out of memory re-sending a request");
+            return -1;
+        }
+        r->stream_end = c->out_total;
+        c->stats.resent++;
+    }
+    if (next == UINT64_MAX)
+        return -1;
+    return (int)((next - now + 999999) / 1000000);
+}
+
 /* Fail asynchronous requests whose deadline passed; returns the poll timeout. */
-static int expire_locked(ferry_client_t *c)
+int io_expire_locked(ferry_client_t *c)
 {
     uint64_t now = clock_mono_ns();
     uint32_t before = c->async_inflight;
+    int timeout = resend_due_locked(c, now);
     while (!list_empty(&c->async_q)) {
         struct req *r = list_entry(c->async_q.next, struct req, alink);
         if (r->deadline_ns > now) {
             uint64_t ms = (r->deadline_ns - now + 999999) / 1000000;
-            if (c->async_inflight < before && c->async_waiters)
-                pthread_cond_broadcast(&c->async_cond);
-            return ms > 60000 ? 60000 : (int)ms;
+            if (ms > 60000)
+                ms = 60000;
+            if (timeout < 0 || (int)ms < timeout)
+                timeout = (int)ms;
+            break;
         }
         char msg[CLIENT_MSG_MAX];
-        snprintf(msg, sizeof msg, "no reply to %s from %s within %u ms", proto_op_name(r->op),
-                 c->info.address, c->request_timeout_ms);
+        int code = FERRY_ETIMEDOUT;
+        if (r->msg != NULL) { /* answered "outcome unknown" and still so at the deadline */
+            code = FERRY_EUNAVAILABLE;
+            snprintf(msg, sizeof msg, "%s (retried for %u ms)", r->msg, c->request_timeout_ms);
+        } else {
+            snprintf(msg, sizeof msg, "no reply to %s from %s within %u ms%s",
+                     proto_op_name(r->op), c->info.address, c->request_timeout_ms,
+                     c->state == CLIENT_RECONNECTING ? " (reconnecting)" : "");
+        }
+        ferry_free(r->msg);
+        r->msg = NULL;
+        if (r->resend_ns != 0) {
+            r->resend_ns = 0;
+            c->resends_due--;
+        }
         client_forget_locked(c, r);
-        complete_async_locked(c, r, FERRY_ETIMEDOUT, msg, NULL, 0);
+        complete_async_locked(c, r, code, msg, NULL, 0);
     }
     if (c->async_inflight < before && c->async_waiters)
         pthread_cond_broadcast(&c->async_cond);
-    return -1;
+    return timeout;
 }
 
 void *io_main(void *arg)
 {
     ferry_client_t *c = arg;
     pthread_mutex_lock(&c->mu);
-    while (c->state == CLIENT_READY) {
+    while (c->state == CLIENT_READY || c->state == CLIENT_RECONNECTING) {
+        if (c->state == CLIENT_RECONNECTING) {
+            failover_reconnect_locked(c);
+            continue;
+        }
+        int timeout = io_expire_locked(c);
         client_flush_locked(c);
         int pending_out = c->out_off < c->out.len;
         if (!pending_out && c->flush_waiters)
             pthread_cond_broadcast(&c->async_cond);
-        int timeout = expire_locked(c);
         if (c->ndisp > 0) {
             run_dispatch_locked(c);
             continue;
         }
         if (c->state != CLIENT_READY)
-            break;
+            continue;
         struct pollfd pfd[2] = {
             {.fd = c->fd,
              .events = (short)((c->queued_bytes < c->max_queued_bytes ? POLLIN : 0) |
@@ -654,7 +808,7 @@ void *io_main(void *arg)
         c->io_polling = 0;
         if (n < 0 && err != EINTR) {
             io_fail_locked(c, FERRY_EINTERNAL, "poll failed: %s", strerror(err));
-            break;
+            continue;
         }
         if (n <= 0)
             continue;
@@ -667,7 +821,7 @@ void *io_main(void *arg)
         if (c->state == CLIENT_READY && (pfd[0].revents & (POLLIN | POLLHUP | POLLERR | POLLNVAL)))
             read_input_locked(c);
     }
-    fail_all_locked(c);
+    io_fail_all_locked(c);
     run_dispatch_locked(c);
     pthread_mutex_unlock(&c->mu);
     return NULL;

@@ -29,7 +29,9 @@ static int check_publish(ferry_client_t *c, uint8_t op, const char *name, const 
     return 0;
 }
 
-static int encode_publish(struct buf *frame, uint8_t op, const char *name, const void *data,
+/* Encode into r->frame. A persistent publish or push gets its producer
+ * sequence when submitted (client_submit_locked): r->seq_off says where. */
+static int encode_publish(struct req *r, uint8_t op, const char *name, const void *data,
                           size_t len, unsigned flags)
 {
     struct proto_publish m;
@@ -39,7 +41,11 @@ static int encode_publish(struct buf *frame, uint8_t op, const char *name, const
     m.producer_seq = 0;
     m.payload = data;
     m.payload_len = (uint32_t)len;
-    return proto_encode_publish(frame, op, 0, &m);
+    size_t at = r->frame.len;
+    int rc = proto_encode_publish(&r->frame, op, 0, &m);
+    /* header, str name (u16 length + bytes), u8 pflags, then u64 producer_seq */
+    r->seq_off = m.pflags & PROTO_PUB_TRANSIENT ? 0 : (uint32_t)(at + PROTO_HEADER_SIZE + 2 + n + 1);
+    return rc;
 }
 
 static int publish_sync(ferry_client_t *c, uint8_t op, const char *name, const void *data,
@@ -51,7 +57,7 @@ static int publish_sync(ferry_client_t *c, uint8_t op, const char *name, const v
     struct req r;
     client_req_init(&r, op);
     r.payload_len = len;
-    if (encode_publish(&r.frame, op, name, data, len, flags) != 0) {
+    if (encode_publish(&r, op, name, data, len, flags) != 0) {
         client_req_cleanup(&r);
         return client_fail(c, FERRY_ENOMEM, "out of memory");
     }
@@ -71,6 +77,10 @@ static int wait_window_locked(ferry_client_t *c)
     uint64_t deadline = 0;
     int rc = 0;
     while (rc == 0 && c->async_inflight >= c->window) {
+        if (c->fail_when_full)
+            return client_fail(c, FERRY_EAGAIN,
+                               "the window of %u asynchronous requests is full%s", c->window,
+                               c->state == CLIENT_RECONNECTING ? " (reconnecting)" : "");
         if (client_in_io_thread(c))
             return client_fail(c, FERRY_EDEADLK,
                                "the window of %u asynchronous requests is full, and a callback "
@@ -112,7 +122,7 @@ static int publish_async(ferry_client_t *c, uint8_t op, const char *name, const 
         r->arg = arg;
         r->payload_len = len;
         buf_reset(&r->frame);
-        if (encode_publish(&r->frame, op, name, data, len, flags) != 0)
+        if (encode_publish(r, op, name, data, len, flags) != 0)
             rc = client_fail(c, FERRY_ENOMEM, "out of memory");
         if (rc == 0)
             rc = client_submit_locked(c, r);

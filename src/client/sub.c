@@ -67,6 +67,9 @@ static struct ferry_sub *sub_new(ferry_client_t *c, int consumer, const char *na
     s->consumer = consumer;
     s->durable = !consumer && o->start == FERRY_START_DURABLE;
     snprintf(s->name, sizeof s->name, "%s", name);
+    if (s->durable && o->durable != NULL)
+        snprintf(s->durable_name, sizeof s->durable_name, "%s", o->durable);
+    s->window = o->window;
     s->on_message = o->on_message;
     s->on_end = o->on_end;
     s->arg = o->arg;
@@ -290,6 +293,7 @@ static int sub_close(ferry_sub_t *s)
     __atomic_store_n(&s->released, 1, __ATOMIC_RELEASE);
     int live =
         s->registered && !s->ended && (c->state == CLIENT_READY || c->state == CLIENT_REDIRECTING);
+    s->resub = 0;
     if (s->registered) {
         umap_remove(s->consumer ? &c->consumers : &c->subs, s->id);
         s->registered = 0;

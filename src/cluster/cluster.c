@@ -31,6 +31,7 @@ static void set_result(struct broker_result *r, int status, const char *msg)
 {
     r->status = status;
     r->id = 0;
+    r->duplicate = 0;
     snprintf(r->msg, sizeof r->msg, "%s", msg);
 }
 

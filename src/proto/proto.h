@@ -39,6 +39,7 @@
 #define PROTO_F_NOREPLY 0x0001u /* ACK/NACK/SUB_ACK: send no OK (errors are still sent) */
 #define PROTO_F_ANY_NODE 0x0002u /* HELLO: a monitoring session, accepted on any node (STATUS, PING) */
 #define PROTO_F_DIGEST 0x0004u   /* STATUS: include the digest of the replicated state */
+#define PROTO_F_DUPLICATE 0x0008u /* PUBLISH_OK: already stored (a retried publish); the id is the original's */
 
 enum proto_op {
     /* requests (client -> server) */

@@ -74,11 +74,17 @@ static void reply_empty(struct session *ss, uint8_t op, uint32_t req)
     session_mark_dirty(ss);
 }
 
-static void reply_id(struct session *ss, uint8_t op, uint32_t req, uint64_t id)
+static void reply_id_flags(struct session *ss, uint8_t op, uint16_t flags, uint32_t req,
+                           uint64_t id)
 {
-    if (proto_encode_id(&ss->obuf, op, 0, req, id) == 0)
+    if (proto_encode_id(&ss->obuf, op, flags, req, id) == 0)
         ss->srv->frames_out++;
     session_mark_dirty(ss);
+}
+
+static void reply_id(struct session *ss, uint8_t op, uint32_t req, uint64_t id)
+{
+    reply_id_flags(ss, op, 0, req, id);
 }
 
 static void reply_err(struct session *ss, uint32_t req, const struct ferry_err *err)
@@ -108,7 +114,9 @@ static void done_publish(void *ctx, const struct broker_result *res)
     struct pending *p = ctx;
     struct session *ss = p->ss;
     if (ss) {
-        if (res->status == 0)
+        if (res->status == 0 && res->duplicate)
+            reply_id_flags(ss, PROTO_PUBLISH_OK, PROTO_F_DUPLICATE, p->req, res->id);
+        else if (res->status == 0)
             reply_id(ss, PROTO_PUBLISH_OK, p->req, res->id);
         else
             session_error(ss, p->req, res->status, "%s", res->msg);
@@ -227,6 +235,7 @@ static int on_hello(struct session *ss, const struct proto_header *h, const uint
         return -1;
     }
     ss->observer = !cluster_serving(&srv->cluster);
+    memcpy(ss->producer_id, m.producer_id, sizeof ss->producer_id);
     /* Only a serving session has a broker client: a follower has none, so it
      * can install a snapshot while monitoring sessions are open. */
     if (!ss->observer &&
@@ -313,6 +322,7 @@ static int on_publish(struct session *ss, const struct proto_header *h, const ui
     memcpy(cmd.name, m.name, sizeof cmd.name);
     fill_defaults(cfg, &cmd, want);
     cmd.producer_seq = m.producer_seq;
+    memcpy(cmd.producer_id, ss->producer_id, sizeof cmd.producer_id);
     cmd.payload = m.payload;
     cmd.payload_len = m.payload_len;
     struct pending *p = pending_new(ss, h, offsetof(struct pending, u));
@@ -707,6 +717,7 @@ static int on_status(struct session *ss, const struct proto_header *h)
     kv(st, "subscriptions", "%llu", (unsigned long long)bs.subscriptions);
     kv(st, "consumers", "%llu", (unsigned long long)bs.consumers);
     kv(st, "history_records", "%llu", (unsigned long long)bs.history_records);
+    kv(st, "producers", "%llu", (unsigned long long)bs.producers);
     kv(st, "entries_applied", "%llu", (unsigned long long)srv->cluster.entries_committed);
     kv(st, "commands_committed", "%llu", (unsigned long long)srv->cluster.commands_committed);
     kv(st, "frames_in", "%llu", (unsigned long long)srv->frames_in);

@@ -87,6 +87,7 @@ struct session {
     int closing;               /* close once output is flushed */
     int closed;                /* uv_close called */
     char peer[64];
+    uint8_t producer_id[16];   /* from HELLO; all zero: the client numbers nothing */
 };
 
 void session_accept(struct server *srv);

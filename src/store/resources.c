@@ -67,7 +67,56 @@ int store_clear_live(struct store *s, struct ferry_err *err)
         rc = store_exec_stmt(s, s->stmt[ST_CLEAR_DURABLES], "clearing durable subscriptions", err);
     if (rc == 0)
         rc = store_exec_stmt(s, s->stmt[ST_CLEAR_RESOURCES], "clearing resources", err);
+    if (rc == 0)
+        rc = store_exec_stmt(s, s->stmt[ST_CLEAR_PRODUCERS], "clearing producers", err);
     return rc;
+}
+
+int store_producer_put(struct store *s, const uint8_t pid[STORE_PRODUCER_ID], uint64_t highest,
+                       uint64_t last_ms, const void *ring, size_t ring_len, struct ferry_err *err)
+{
+    assert(s->txn == 1);
+    sqlite3_stmt *st = s->stmt[ST_PROD_PUT];
+    sqlite3_bind_blob(st, 1, pid, STORE_PRODUCER_ID, SQLITE_STATIC);
+    bind_u64(st, 2, highest);
+    bind_u64(st, 3, last_ms);
+    sqlite3_bind_blob(st, 4, ring_len ? ring : "", (int)ring_len, SQLITE_STATIC);
+    return store_exec_stmt(s, st, "writing a producer", err);
+}
+
+int store_producer_delete(struct store *s, const uint8_t pid[STORE_PRODUCER_ID],
+                          struct ferry_err *err)
+{
+    assert(s->txn == 1);
+    sqlite3_stmt *st = s->stmt[ST_PROD_DELETE];
+    sqlite3_bind_blob(st, 1, pid, STORE_PRODUCER_ID, SQLITE_STATIC);
+    return store_exec_stmt(s, st, "deleting a producer", err);
+}
+
+int store_producers_load(struct store *s, store_producer_cb cb, void *ctx, struct ferry_err *err)
+{
+    sqlite3_stmt *st = s->stmt[ST_PROD_LOAD];
+    int rc, stop = 0;
+    while ((rc = store_step(s, st)) == SQLITE_ROW) {
+        int idlen = sqlite3_column_bytes(st, 0);
+        if (idlen != STORE_PRODUCER_ID) {
+            sqlite3_reset(st);
+            return ferry_err_set(err, FERRY_ECORRUPT, "%s: a producer row has an id of %d bytes",
+                                 s->path, idlen);
+        }
+        const uint8_t *pid = sqlite3_column_blob(st, 0);
+        const void *ring = sqlite3_column_blob(st, 3);
+        size_t ring_len = (size_t)sqlite3_column_bytes(st, 3);
+        stop = cb(ctx, pid, col_u64(st, 1), col_u64(st, 2), ring, ring_len);
+        if (stop != 0)
+            break;
+    }
+    sqlite3_reset(st);
+    if (stop != 0)
+        return stop;
+    if (rc != SQLITE_DONE)
+        return store_fail(s, rc, "loading producers", err);
+    return 0;
 }
 
 int store_resource_insert(struct store *s, struct store_resource *r, struct ferry_err *err)

@@ -71,6 +71,13 @@ static const struct migration migrations[] = {
         "  id INTEGER NOT NULL,"
         "  state TEXT NOT NULL"
         ");"},
+    /* 2: idempotent producers (docs/storage.md) */
+    {2, "CREATE TABLE producers ("
+        "  pid BLOB PRIMARY KEY,"
+        "  highest INTEGER NOT NULL,"
+        "  last_ms INTEGER NOT NULL,"
+        "  ring BLOB NOT NULL"
+        ") WITHOUT ROWID;"},
 };
 
 #define MIGRATION_COUNT (sizeof migrations / sizeof migrations[0])

@@ -36,7 +36,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STORE_SCHEMA_VERSION 1          /* the newest schema this build knows */
+#define STORE_SCHEMA_VERSION 2          /* the newest schema this build knows */
 #define STORE_APPLICATION_ID 0x46455259 /* "FERY" in PRAGMA application_id */
 #define STORE_NAME_MAX 255
 
@@ -200,6 +200,21 @@ int store_durable_delete(struct store *s, uint64_t rid, const char *name, struct
 typedef int (*store_durable_cb)(void *ctx, const char *name, uint64_t cursor);
 int store_durables_load(struct store *s, uint64_t rid, store_durable_cb cb, void *ctx,
                         struct ferry_err *err);
+
+/* ---- idempotent producers (the dedup table, replicated) ---- */
+
+#define STORE_PRODUCER_ID 16
+/* Write one producer's row: its id, highest sequence, last use and the
+ * broker's encoding of its recent outcomes. */
+int store_producer_put(struct store *s, const uint8_t pid[STORE_PRODUCER_ID], uint64_t highest,
+                       uint64_t last_ms, const void *ring, size_t ring_len, struct ferry_err *err);
+int store_producer_delete(struct store *s, const uint8_t pid[STORE_PRODUCER_ID],
+                          struct ferry_err *err);
+/* Every producer, in id order, to cb (non-zero stops and is returned);
+ * ring is valid during the call only. */
+typedef int (*store_producer_cb)(void *ctx, const uint8_t *pid, uint64_t highest,
+                                 uint64_t last_ms, const void *ring, size_t ring_len);
+int store_producers_load(struct store *s, store_producer_cb cb, void *ctx, struct ferry_err *err);
 
 /* ---- history (local to this node; not replicated, not in snapshots) ---- */
 

@@ -59,7 +59,12 @@
     XX(HIST_KEEP_FROM, "SELECT seq FROM history WHERE ts >= ?1 ORDER BY seq LIMIT 1")              \
     XX(HIST_DELETE_BEFORE, "DELETE FROM history WHERE seq < ?1")                                   \
     XX(HIST_BOUNDS, "SELECT (SELECT min(seq) FROM history), (SELECT max(seq) FROM history)")       \
-    XX(HIST_OLDEST, "SELECT ts FROM history ORDER BY seq LIMIT 1")
+    XX(HIST_OLDEST, "SELECT ts FROM history ORDER BY seq LIMIT 1")                                 \
+    XX(PROD_PUT, "INSERT OR REPLACE INTO producers(pid, highest, last_ms, ring) "                  \
+                 "VALUES(?1, ?2, ?3, ?4)")                                                         \
+    XX(PROD_DELETE, "DELETE FROM producers WHERE pid = ?1")                                        \
+    XX(PROD_LOAD, "SELECT pid, highest, last_ms, ring FROM producers ORDER BY pid")                \
+    XX(CLEAR_PRODUCERS, "DELETE FROM producers")
 
 enum store_stmt {
 #define STORE_STMT_ENUM(id, sql) ST_##id,

@@ -751,8 +751,8 @@ static void test_malformed_streams_change_nothing(void **state)
     copy[0] = 'X';
     expect_refused(&b, &was, copy, m.len, 0, FERRY_ECORRUPT, "bad magic");
     memcpy(copy, m.p, m.len);
-    copy[11] = 2;
-    expect_refused(&b, &was, copy, m.len, 0, FERRY_EVERSION, "format version 2");
+    copy[11] = 3;
+    expect_refused(&b, &was, copy, m.len, 0, FERRY_EVERSION, "format version 3");
     copy[11] = 0;
     expect_refused(&b, &was, copy, m.len, 0, FERRY_ECORRUPT, "version 0");
     memcpy(copy, m.p, m.len);

@@ -461,6 +461,8 @@ static ferry_client_t *client_for(const char *servers, uint32_t window, uint32_t
     o.window = window;
     o.request_timeout_ms = timeout_ms;
     o.connect_timeout_ms = 2000;
+    o.no_reconnect = 1; /* this suite covers a lost connection failing everything; the
+                           reconnecting client is test_client_failover.c's */
     ferry_client_t *c = NULL;
     assert_int_equal(ferry_client_create(&c, &o), 0);
     return c;
