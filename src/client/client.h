@@ -35,6 +35,7 @@
 #define CLIENT_FLUSH_BYTES (64u * 1024u) /* a batch this large is written at once */
 #define CLIENT_READ_CHUNK (256u * 1024u) /* bytes asked of each read() */
 #define CLIENT_POOL_MAX 1024u            /* idle async requests kept for reuse */
+#define CLIENT_HELD_MAX 65536u           /* unacked deliveries remembered per consumer */
 
 enum client_state {
     CLIENT_IDLE,        /* not connected yet */
@@ -99,6 +100,8 @@ struct ferry_sub {
     char durable_name[FERRY_NAME_MAX + 1];
     uint32_t window;
     uint64_t last_id; /* channel: the newest event id handed to the caller (0: none) */
+    struct umap held; /* consumer: item id -> delivery count, for the deliveries handed to the
+                         caller and not acked or nacked yet (bounded by CLIENT_HELD_MAX) */
     int resub;        /* lost with the connection; a REQ_RESUB re-establishes it */
     ferry_message_cb on_message;
     ferry_end_cb on_end;

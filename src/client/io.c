@@ -504,6 +504,16 @@ static int on_push_locked(ferry_client_t *c, uint8_t op, const uint8_t *body, si
         }
         s->last_id = m.id;
     }
+    if (s != NULL && op == PROTO_DELIVERY) {
+        /* An item this consumer was handed before and has not settled comes
+         * back after a failover with the count the cluster had committed,
+         * which a crashed leader's deliveries never reached: count them here. */
+        uintptr_t before = (uintptr_t)umap_get(&s->held, m.id);
+        if (before != 0 && m.delivery_count <= before)
+            m.delivery_count = (uint32_t)before + 1;
+        if (before != 0 || s->held.count < CLIENT_HELD_MAX)
+            umap_put(&s->held, m.id, (void *)(uintptr_t)m.delivery_count);
+    }
     if (s != NULL) { /* else: it was just unsubscribed */
         m.sub = s;
         deliver_locked(c, s, &m);

@@ -43,6 +43,7 @@ static void sub_free(ferry_client_t *c, struct ferry_sub *s)
     list_remove(&s->link);
     sub_drop_queue_locked(c, s);
     pthread_cond_destroy(&s->cond);
+    umap_free(&s->held);
     ferry_free(s->end_msg);
     ferry_free(s);
 }
@@ -75,6 +76,7 @@ static struct ferry_sub *sub_new(ferry_client_t *c, int consumer, const char *na
     s->arg = o->arg;
     list_init(&s->link);
     list_init(&s->queue);
+    umap_init(&s->held);
     return s;
 }
 
@@ -252,8 +254,15 @@ static int ack_send(ferry_sub_t *s, uint8_t op, uint64_t id, unsigned flags)
         if (rc == 0)
             rc = client_call(c, &r);
         client_req_cleanup(&r);
+        if (rc == 0 && s->consumer) { /* settled: a later delivery of it is a new one */
+            pthread_mutex_lock(&c->mu);
+            umap_remove(&s->held, id);
+            pthread_mutex_unlock(&c->mu);
+        }
         return rc;
     }
+    if (s->consumer)
+        umap_remove(&s->held, id);
     if (client_send_untracked_locked(c, &r.frame) != 0)
         rc = client_fail(c, FERRY_ENOMEM, "out of memory buffering an ack");
     if (rc == 0)
