@@ -272,14 +272,15 @@ header() { # header TOPOLOGY DESCRIPTION
 # - failover: one publisher, window 1, 100 B, for duration_s; at kill_at_ms the bench asks
 #   a node for the leader's id and runs `kill -9 $(cat <data dir>/LOCK)` on it; the killed
 #   node stays down for the rest of the run (restarted and caught up before the next run).
-#   A failed publish is retried, same sequence number, on a new connection over the
-#   remaining nodes. outage_ms = kill command returned .. ack of the first publish attempt
+#   The client fails over by itself: it reconnects to the new leader and sends the publish
+#   in flight again with its producer sequence (lib_reconnects, resent and dup_acks, the
+#   library's counts, are the median run's). outage_ms = kill command returned .. ack of the first publish attempt
 #   started after it (includes noticing the dead connection, reconnecting and the new
 #   leader's election); max_gap_ms = longest time between two acks. acked_missing = acked
 #   sequence numbers absent when the whole channel is read back from the new leader (worst
-#   run; must be 0). duplicates = sequence numbers stored twice: the publish in flight at
-#   the kill was committed but its ack was lost, and the client has no idempotent publish
-#   yet, so the retry is stored again (worst run). *_runs= lists every run.
+#   run; must be 0). duplicates = sequence numbers stored twice (worst run; must be 0: the
+#   re-sent publish carries its producer id and sequence, and the servers' dedup table
+#   answers a copy that was committed without storing it again). *_runs= lists every run.
 EOF
 }
 

@@ -286,6 +286,9 @@ int io_expire_locked(ferry_client_t *c);
 /* Complete every pending request with the connection's error and end every
  * subscription (locked). */
 void io_fail_all_locked(ferry_client_t *c);
+/* Complete r, already forgotten, with status and msg (may be NULL): signal
+ * its waiter or queue its callback (locked). */
+void io_settle_locked(ferry_client_t *c, struct req *r, int status, const char *msg);
 struct disp *io_disp_push_locked(ferry_client_t *c, uint8_t kind);
 
 /* ---- failover.c ---- */

@@ -259,27 +259,7 @@ static void settle_locked(ferry_client_t *c, const char *from)
                  "the connection to %s was lost before the reply to %s; its outcome is unknown",
                  from, proto_op_name(r->op));
         client_forget_locked(c, r);
-        if (r->resend_ns != 0) {
-            r->resend_ns = 0;
-            c->resends_due--;
-        }
-        ferry_free(r->msg);
-        r->msg = ended ? NULL : ferry_strdup(msg);
-        r->status = ended ? 0 : FERRY_ECONN;
-        if (r->kind == REQ_SYNC) {
-            r->reply_op = ended ? PROTO_OK : 0;
-            r->done = 1;
-            pthread_cond_signal(r->cond);
-            continue;
-        }
-        c->async_inflight--;
-        struct disp *d = io_disp_push_locked(c, DISP_ASYNC);
-        if (d == NULL) {
-            c->async_pending--;
-            client_req_put_locked(c, r);
-            continue;
-        }
-        d->req = r;
+        io_settle_locked(c, r, ended ? 0 : FERRY_ECONN, ended ? NULL : msg);
     }
     list_foreach(pos, &c->all_subs)
     {

@@ -102,6 +102,30 @@ int sub_end_locked(ferry_client_t *c, struct ferry_sub *s, int code, const char 
     return 1;
 }
 
+void io_settle_locked(ferry_client_t *c, struct req *r, int status, const char *msg)
+{
+    if (r->resend_ns != 0) {
+        r->resend_ns = 0;
+        c->resends_due--;
+    }
+    ferry_free(r->msg);
+    r->status = status;
+    r->msg = msg ? ferry_strdup(msg) : NULL;
+    if (r->kind == REQ_SYNC) {
+        r->done = 1;
+        pthread_cond_signal(r->cond);
+        return;
+    }
+    c->async_inflight--;
+    struct disp *d = disp_push_locked(c, DISP_ASYNC);
+    if (d == NULL) { /* cannot report it; still keep the counts right */
+        c->async_pending--;
+        client_req_put_locked(c, r);
+        return;
+    }
+    d->req = r;
+}
+
 /* Complete every pending request and end every subscription (locked). */
 void io_fail_all_locked(ferry_client_t *c)
 {
@@ -112,31 +136,12 @@ void io_fail_all_locked(ferry_client_t *c)
     {
         struct req *r = list_entry(pos, struct req, link);
         client_forget_locked(c, r);
-        if (r->resend_ns != 0) {
-            r->resend_ns = 0;
-            c->resends_due--;
-        }
         if (r->kind == REQ_RESUB) { /* its sub ends below */
             client_req_cleanup(r);
             ferry_free(r);
             continue;
         }
-        ferry_free(r->msg);
-        r->status = code;
-        r->msg = ferry_strdup(msg);
-        if (r->kind == REQ_SYNC) {
-            r->done = 1;
-            pthread_cond_signal(r->cond);
-            continue;
-        }
-        c->async_inflight--;
-        struct disp *d = disp_push_locked(c, DISP_ASYNC);
-        if (d == NULL) { /* cannot report it; still keep the counts right */
-            c->async_pending--;
-            client_req_put_locked(c, r);
-            continue;
-        }
-        d->req = r;
+        io_settle_locked(c, r, code, msg);
     }
     list_foreach(pos, &c->all_subs)
     {
