@@ -140,6 +140,10 @@ typedef struct ferry_options {
     uint32_t backoff_initial_ms;   /* pause after a round of the servers failed; doubles
                                       each round, with jitter; 0 = 50 */
     uint32_t backoff_max_ms;       /* cap of that pause; 0 = 2000 */
+    uint32_t keepalive_ms;         /* with reconnection: a PING after this long without a
+                                      frame from the node, and the connection counts as lost
+                                      after three times as long (a paused or cut-off node);
+                                      0 = 1000 */
     int fail_when_full;            /* 1: ferry_publish_async/ferry_push_async return
                                       FERRY_EAGAIN at once when the window is full (also
                                       while reconnecting) instead of blocking */

@@ -39,6 +39,7 @@
 #define DEFAULT_RECONNECT_TIMEOUT_MS 30000u
 #define DEFAULT_BACKOFF_INITIAL_MS 50u
 #define DEFAULT_BACKOFF_MAX_MS 2000u
+#define DEFAULT_KEEPALIVE_MS 1000u
 
 /* The calling thread's last error: which client (by serial number, so a
  * client allocated later at the same address never inherits it) and the text. */
@@ -195,6 +196,7 @@ int ferry_client_create(ferry_client_t **out, const ferry_options_t *o)
     if (c->backoff_max_ms < c->backoff_initial_ms)
         c->backoff_max_ms = c->backoff_initial_ms;
     c->backoff_ms = c->backoff_initial_ms;
+    c->keepalive_ms = !c->reconnect ? 0 : o->keepalive_ms ? o->keepalive_ms : DEFAULT_KEEPALIVE_MS;
     c->fail_when_full = o->fail_when_full;
     c->on_disconnect = o->on_disconnect;
     c->on_reconnect = o->on_reconnect;
@@ -256,6 +258,8 @@ static int adopt_connection_locked(ferry_client_t *c, const struct conn *info, s
     c->io_polling = 0;
     c->state = CLIENT_READY;
     c->connected_ns = clock_mono_ns();
+    c->rx_ns = c->connected_ns;
+    c->ping_ns = 0;
     c->stats.connects++;
     failover_learn_locked(c, info);
     return buf_append(&c->in, extra->data, extra->len);

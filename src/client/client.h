@@ -151,6 +151,7 @@ struct ferry_client {
     uint32_t reconnect_timeout_ms;
     uint32_t backoff_initial_ms;
     uint32_t backoff_max_ms;
+    uint32_t keepalive_ms; /* 0: none (no reconnection) */
     int fail_when_full;
     ferry_conn_cb on_disconnect;
     ferry_conn_cb on_reconnect;
@@ -165,6 +166,8 @@ struct ferry_client {
     int ever_connected;
     int connecting; /* a ferry_client_connect is dialling */
     uint64_t connected_ns; /* when the current connection was made */
+    uint64_t rx_ns;        /* when a frame last arrived (or the connection was made) */
+    uint64_t ping_ns;      /* keepalive PING sent at (0: none since the last frame) */
     uint64_t backoff_ms;   /* pause before redialling after a short-lived connection */
 
     /* connection */

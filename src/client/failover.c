@@ -422,6 +422,8 @@ void failover_reconnect_locked(ferry_client_t *c)
     c->state = CLIENT_READY;
     c->notice[0] = '\0';
     c->connected_ns = clock_mono_ns();
+    c->rx_ns = c->connected_ns;
+    c->ping_ns = 0;
     c->stats.connects++;
     if (used != SIZE_MAX)
         c->server_idx = used;

@@ -694,6 +694,8 @@ static void read_input_locked(ferry_client_t *c)
         return;
     if (n > 0) {
         c->in.len += (size_t)n;
+        c->rx_ns = clock_mono_ns();
+        c->ping_ns = 0;
         if (process_input_locked(c) == HANDLE_REDIRECT)
             redirect_locked(c);
         return;
@@ -749,12 +751,55 @@ static int resend_due_locked(ferry_client_t *c, uint64_t now)
     return (int)((next - now + 999999) / 1000000);
 }
 
+/* A node that stopped answering (paused, cut off, a half-open connection)
+ * is noticed by its silence: after keepalive_ms without a frame a PING goes
+ * out, and after three times that the connection counts as lost. Returns the
+ * ms until the next check, or -1. */
+static int keepalive_locked(ferry_client_t *c, uint64_t now)
+{
+    if (c->keepalive_ms == 0 || c->state != CLIENT_READY)
+        return -1;
+    if (c->queued_bytes >= c->max_queued_bytes) { /* not reading: silence proves nothing */
+        c->rx_ns = now;
+        c->ping_ns = 0;
+        return -1;
+    }
+    uint64_t every = (uint64_t)c->keepalive_ms * 1000000u;
+    uint64_t silent = now - c->rx_ns;
+    uint8_t byte;
+    if (silent >= every && recv(c->fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT) > 0) {
+        c->rx_ns = now; /* bytes wait unread (a long callback ran): the node is alive */
+        c->ping_ns = 0;
+        silent = 0;
+    }
+    if (silent >= 3 * every) {
+        io_fail_locked(c, FERRY_ETIMEDOUT, "no frame from %s for %llu ms (keepalive)",
+                       c->info.address, (unsigned long long)(silent / 1000000u));
+        return -1;
+    }
+    if (silent >= every && c->ping_ns == 0) {
+        struct buf f;
+        buf_init(&f);
+        if (proto_encode_empty(&f, PROTO_PING, 0, 0) == 0 &&
+            client_send_untracked_locked(c, &f) == 0)
+            c->ping_ns = now;
+        buf_free(&f);
+    }
+    uint64_t next = c->ping_ns == 0 ? c->rx_ns + every : c->rx_ns + 3 * every;
+    return next > now ? (int)((next - now + 999999) / 1000000) : 1;
+}
+
+static int earlier(int a, int b)
+{
+    return a < 0 ? b : b < 0 ? a : a < b ? a : b;
+}
+
 /* Fail asynchronous requests whose deadline passed; returns the poll timeout. */
 int io_expire_locked(ferry_client_t *c)
 {
     uint64_t now = clock_mono_ns();
     uint32_t before = c->async_inflight;
-    int timeout = resend_due_locked(c, now);
+    int timeout = earlier(resend_due_locked(c, now), keepalive_locked(c, now));
     while (!list_empty(&c->async_q)) {
         struct req *r = list_entry(c->async_q.next, struct req, alink);
         if (r->deadline_ns > now) {

@@ -112,8 +112,10 @@ static void kill_leader_and_restart(const char *why)
     assert_int_equal(cluster_start_node(nodes, N, leader, NULL), 0);
 }
 
-/* SIGSTOP the leader until another serves, then SIGCONT it. */
-static void pause_leader(void)
+/* SIGSTOP the leader until another serves and, if progress is given, until
+ * it has moved on by `by` (the client left the silent node by keepalive),
+ * then SIGCONT it. */
+static void pause_leader(atomic_int *progress, int by)
 {
     int leader = cluster_leader(nodes, N, 15000);
     assert_true(leader >= 0);
@@ -130,6 +132,15 @@ static void pause_leader(void)
     assert_true(next >= 0);
     fprintf(stderr, "pause: node %d stopped, node %d serving %llu ms later\n", leader + 1,
             next + 1, (unsigned long long)(now_ms() - t0));
+    if (progress != NULL) {
+        int from = atomic_load(progress);
+        for (int t = 0; t < 30000 && atomic_load(progress) < from + by; t += 10)
+            sleep_ms(10);
+        fprintf(stderr, "pause: %d more acknowledged %llu ms after the SIGSTOP, the old leader "
+                        "still stopped\n",
+                atomic_load(progress) - from, (unsigned long long)(now_ms() - t0));
+        assert_true(atomic_load(progress) >= from + by);
+    }
     node_signal(&nodes[leader], SIGCONT);
 }
 
@@ -243,7 +254,7 @@ static void test_publisher_through_kills_and_a_pause(void **state)
     wait_acked(p, 5000);
     kill_leader_and_restart("publisher, second kill");
     wait_acked(p, 8000);
-    pause_leader();
+    pause_leader(&p->acked, 500);
     pthread_join(p->thread, NULL);
     ferry_client_stats_t st;
     assert_int_equal(ferry_client_stats(p->c, &st), 0);

@@ -50,6 +50,7 @@ struct fake {
                            close once one more arrives (0: never) */
     int silent_publish; /* SPEAK: never answer PUBLISH */
     int garbage_publish; /* SPEAK: answer PUBLISH with garbage */
+    int mute_after_hello; /* SPEAK: answer HELLO, then nothing (a paused node) */
     pthread_t thread;
     atomic_int stop;
     atomic_int accepts;
@@ -132,6 +133,8 @@ static void serve(struct fake *f, int fd, int conn_no)
                              "%s", f->other);
                 proto_encode_hello_ok(&out, h.request_id, ok);
                 free(ok);
+            } else if (f->mute_after_hello) {
+                continue;
             } else if (h.op == PROTO_PUBLISH || h.op == PROTO_PUSH) {
                 struct proto_publish m;
                 assert_int_equal(proto_decode_publish(body, blen, &m), 0);
@@ -241,12 +244,15 @@ static double wall_seconds(void)
 struct counts {
     atomic_int disconnects, reconnects;
     char reconnected_to[64];
+    char why[256];
 };
 
 static void on_disconnect(ferry_client_t *c, int status, const char *msg, void *arg)
 {
-    (void)c, (void)status, (void)msg;
-    atomic_fetch_add(&((struct counts *)arg)->disconnects, 1);
+    (void)c, (void)status;
+    struct counts *k = arg;
+    snprintf(k->why, sizeof k->why, "%s", msg);
+    atomic_fetch_add(&k->disconnects, 1);
 }
 
 static void on_reconnect(ferry_client_t *c, int status, const char *addr, void *arg)
@@ -442,6 +448,42 @@ static void test_learned_endpoint_used_on_failover(void **state)
     fake_free(b);
 }
 
+/* A node that greets and then falls silent (paused, cut off) is given up by
+ * the keepalive, and the publish waiting on it goes to the other node. */
+static void test_keepalive_leaves_a_silent_node(void **state)
+{
+    (void)state;
+    struct fake *b = fake_start(SPEAK);
+    fake_run(b);
+    struct fake *a = fake_start(SPEAK);
+    a->mute_after_hello = 1;
+    snprintf(a->other, sizeof a->other, "%s", b->addr);
+    fake_run(a);
+    struct counts k = {0};
+    ferry_options_t o;
+    ferry_options_init(&o);
+    o.servers = a->addr;
+    o.keepalive_ms = 100;
+    o.connect_timeout_ms = 300;
+    o.request_timeout_ms = 20000;
+    o.on_disconnect = on_disconnect;
+    o.on_reconnect = on_reconnect;
+    o.conn_cb_arg = &k;
+    ferry_client_t *c = NULL;
+    assert_int_equal(ferry_client_create(&c, &o), 0);
+    assert_int_equal(ferry_client_connect(c), 0);
+    uint64_t id = 0;
+    if (ferry_publish(c, "ch", "x", 1, 0, &id) != 0)
+        fail_msg("publish: %s", ferry_client_errmsg(c));
+    fprintf(stderr, "left the silent node: %s\n", k.why);
+    assert_true(atomic_load(&k.disconnects) >= 1);
+    assert_non_null(strstr(k.why, "keepalive"));
+    assert_string_equal(k.reconnected_to, b->addr);
+    ferry_client_close(c);
+    fake_free(a);
+    fake_free(b);
+}
+
 /* fail_when_full: the window full (here because nothing is answered) makes
  * an asynchronous publish fail at once instead of blocking. */
 static void test_fail_when_full(void **state)
@@ -524,6 +566,7 @@ int main(void)
         cmocka_unit_test(test_garbage_after_hello_is_retried_with_backoff),
         cmocka_unit_test(test_pending_publishes_resent_with_same_sequence),
         cmocka_unit_test(test_learned_endpoint_used_on_failover),
+        cmocka_unit_test(test_keepalive_leaves_a_silent_node),
         cmocka_unit_test(test_fail_when_full),
         cmocka_unit_test(test_close_while_reconnecting),
         cmocka_unit_test(test_no_reconnect_fails_at_once),
