@@ -428,6 +428,13 @@ void failover_reconnect_locked(ferry_client_t *c)
     if (used != SIZE_MAX)
         c->server_idx = used;
     failover_learn_locked(c, &info);
+    /* Requests made while we dialled were appended to the output too; they
+     * are pending like the others and go out once, below, in order. Untracked
+     * frames (FERRY_NOWAIT acks of the lost session's deliveries) are dropped. */
+    c->out.len = 0;
+    c->out_off = 0;
+    c->out_total = 0;
+    c->written_total = 0;
     rc = buf_append(&c->in, extra.data, extra.len);
     buf_free(&extra);
     if (rc == 0)

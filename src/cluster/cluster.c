@@ -321,7 +321,7 @@ int cluster_start(struct cluster *c, uv_loop_t *loop, const struct config *cfg, 
             }
         }
     }
-    rc_cfg.cluster_id = fnv1a("ferry");
+    rc_cfg.cluster_id = fnv1a(cfg->cluster_name);
     rc_cfg.self_id = c->node_id;
     rc_cfg.members = members;
     rc_cfg.log_dir = cfg->replication_logfile_directory;

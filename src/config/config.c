@@ -19,7 +19,7 @@
 #include <string.h>
 #include <strings.h>
 
-enum kind { K_ENDPOINT, K_PATH, K_SIZE, K_NUMBER, K_DURATION, K_BOOL, K_LEVEL, K_MEMBERS };
+enum kind { K_ENDPOINT, K_PATH, K_SIZE, K_NUMBER, K_DURATION, K_BOOL, K_LEVEL, K_MEMBERS, K_NAME };
 
 struct key {
     const char *name;
@@ -68,6 +68,7 @@ static const struct key keys[] = {
     {"snapshot_distance", K_NUMBER, FIELD(snapshot_distance), 1, 1000000000, .initial = "1000"},
     {"verify_replication_node_ip", K_BOOL, FIELD(verify_replication_node_ip), .initial = "no"},
     {"cluster_join", K_BOOL, FIELD(cluster_join), .initial = "no"},
+    {"cluster_name", K_NAME, FIELD(cluster_name), .initial = "ferry"},
     {"raft_heartbeat_interval", K_DURATION, FIELD(raft_heartbeat_ms), 1, 10 * SECOND,
      .initial = "50ms"},
     {"raft_election_timeout_min", K_DURATION, FIELD(raft_election_min_ms), 1, 60 * SECOND,
@@ -208,6 +209,14 @@ static int parse_value(const struct key *k, const char *s, union value *v, char 
         return 0;
     case K_MEMBERS:
         return parse_members_value(s, v, why, n);
+    case K_NAME:
+        if (s[0] == '\0' || strlen(s) >= k->width)
+            return config_fail(why, n, "expected 1 to %zu characters", k->width - 1);
+        for (const char *p = s; *p; p++)
+            if (!isalnum((unsigned char)*p) && *p != '-' && *p != '_' && *p != '.')
+                return config_fail(why, n, "expected letters, digits, '-', '_' or '.' only");
+        v->path = s;
+        return 0;
     }
     return config_fail(why, n, "unknown kind of key");
 }
@@ -248,6 +257,7 @@ static void store(struct config *c, const struct key *k, const union value *v)
         memcpy(field, &v->endpoint, sizeof v->endpoint);
         break;
     case K_PATH:
+    case K_NAME:
         memset(field, 0, k->width);
         memcpy(field, v->path, strlen(v->path));
         break;
@@ -341,6 +351,9 @@ static void format_value(const struct config *c, const struct key *k, char *out,
         break;
     case K_MEMBERS:
         config_format_members(c->members, c->member_count, out, n);
+        break;
+    case K_NAME:
+        snprintf(out, n, "%s", field);
         break;
     }
 }

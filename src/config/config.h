@@ -65,6 +65,7 @@ struct config {
     uint64_t snapshot_distance;       /* default 1000; 1 .. 1e9 */
     int verify_replication_node_ip;   /* default 0 */
     int cluster_join;                 /* default 0: a new node that waits to be added online */
+    char cluster_name[65];            /* default "ferry": nodes link only within one name */
 
     /* Raft timing (issue: replicated cluster) */
     uint32_t raft_heartbeat_ms;       /* default 50; 1 .. 10000 */

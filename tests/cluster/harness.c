@@ -205,8 +205,16 @@ int cluster_start_node(struct node *all, int count, int i, const char *const *ex
     snprintf(id, sizeof id, "%d", i + 1);
     snprintf(self, sizeof self, "%s:%u", all[i].raft_host[0] ? all[i].raft_host : "127.0.0.1",
              all[i].raft_port);
+    /* Each test process is its own cluster: a node of another test's cluster
+     * that dials a port this one got after it (a port freed by a killed node)
+     * is refused at the handshake instead of joining in. */
+    static char name[32];
+    if (name[0] == '\0')
+        snprintf(name, sizeof name, "test-%d", (int)getpid());
     const char *argv[64];
     int a = 0;
+    argv[a++] = "--cluster_name";
+    argv[a++] = name;
     argv[a++] = "--cluster_node_id";
     argv[a++] = id;
     argv[a++] = "--cluster_node_endpoint";

@@ -204,12 +204,40 @@ static void test_verify_replication_node_ip(void **state)
         node_stop(&nodes[i]);
 }
 
+/* A node of another cluster (another cluster_name) is refused at the
+ * handshake, with the reason in the log, and cannot disturb this one. */
+static void test_other_cluster_name_refused(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(cluster_start_node(nodes, N, i, NULL), 0);
+    int l = cluster_leader(nodes, 2, 15000);
+    assert_true(l >= 0);
+    const char *other[] = {"--cluster_name", "another-cluster", NULL};
+    assert_int_equal(cluster_start_node(nodes, N, 2, other), 0);
+    int refused = 0;
+    for (int t = 0; t < 10000 && !refused; t += 50) {
+        for (int i = 0; i < N; i++)
+            refused |= node_log_contains(&nodes[i], "cluster_name differs");
+        sleep_ms(50);
+    }
+    assert_true(refused);
+    char term[32] = "";
+    assert_int_equal(node_status(&nodes[2], "term", term, sizeof term), 0);
+    assert_string_equal(term, "0"); /* it heard nothing from the others */
+    assert_int_equal(cluster_leader(nodes, 2, 15000), l);
+    assert_int_equal(publish(&nodes[l], "v", "still"), 0);
+    for (int i = 0; i < N; i++)
+        node_stop(&nodes[i]);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_two_nodes_and_a_witness, setup, teardown),
         cmocka_unit_test_setup_teardown(test_priorities, setup, teardown),
         cmocka_unit_test_setup_teardown(test_verify_replication_node_ip, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_other_cluster_name_refused, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

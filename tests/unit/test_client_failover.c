@@ -421,6 +421,46 @@ static void test_pending_publishes_resent_with_same_sequence(void **state)
     fake_free(f);
 }
 
+/* Publishes made while the client is reconnecting go out once, in order,
+ * after the ones that were pending. */
+static void test_requests_made_while_reconnecting_go_out_once(void **state)
+{
+    (void)state;
+    struct fake *f = fake_start(SPEAK);
+    f->drop_after = 1;
+    fake_run(f);
+    struct counts k = {0};
+    ferry_options_t o;
+    ferry_options_init(&o);
+    o.servers = f->addr;
+    o.backoff_initial_ms = 600; /* the pause before redialling a short-lived connection */
+    o.backoff_max_ms = 600;
+    o.on_disconnect = on_disconnect;
+    o.on_reconnect = on_reconnect;
+    o.conn_cb_arg = &k;
+    ferry_client_t *c = NULL;
+    assert_int_equal(ferry_client_create(&c, &o), 0);
+    assert_int_equal(ferry_client_connect(c), 0);
+    struct pub_result r = {0};
+    assert_int_equal(ferry_publish_async(c, "ch", "1", 1, 0, on_published, &r), 0);
+    assert_int_equal(ferry_publish_async(c, "ch", "2", 1, 0, on_published, &r), 0);
+    for (int i = 0; i < 500 && atomic_load(&k.disconnects) == 0; i++)
+        usleep(2000);
+    assert_int_equal(atomic_load(&k.disconnects), 1);
+    assert_int_equal(atomic_load(&k.reconnects), 0); /* still pausing */
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(ferry_publish_async(c, "ch", "n", 1, 0, on_published, &r), 0);
+    assert_int_equal(ferry_drain(c, 10000), 0);
+    assert_int_equal(atomic_load(&r.ok), 5);
+    /* The second connection saw sequences 2..5, each once, in order. */
+    int n = atomic_load(&f->nseqs[1]);
+    assert_int_equal(n, 4);
+    for (int i = 0; i < n; i++)
+        assert_int_equal(f->seqs[1][i], (uint64_t)(i + 2));
+    ferry_client_close(c);
+    fake_free(f);
+}
+
 /* A client told one address learns the other from HELLO_OK and moves there
  * when the first node goes away. */
 static void test_learned_endpoint_used_on_failover(void **state)
@@ -565,6 +605,7 @@ int main(void)
         cmocka_unit_test(test_server_sending_garbage),
         cmocka_unit_test(test_garbage_after_hello_is_retried_with_backoff),
         cmocka_unit_test(test_pending_publishes_resent_with_same_sequence),
+        cmocka_unit_test(test_requests_made_while_reconnecting_go_out_once),
         cmocka_unit_test(test_learned_endpoint_used_on_failover),
         cmocka_unit_test(test_keepalive_leaves_a_silent_node),
         cmocka_unit_test(test_fail_when_full),

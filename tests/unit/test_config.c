@@ -823,6 +823,8 @@ static void test_paths(void **state)
     expect_set_error("data_directory", "a\tb", "control character");
     expect_set_error("data_directory", "my #1", "would start a comment");
     expect_set_error("replication_logfile_directory", "#raft", "would start a comment");
+    expect_set_error("cluster_name", "two words", "letters, digits");
+    expect_set_error("cluster_name", "", "expected 1 to 64 characters");
 }
 
 /* ---- printing ---- */
@@ -853,7 +855,7 @@ static void test_print_defaults(void **state)
     int lines = 0;
     for (const char *p = text; *p; p++)
         lines += *p == '\n';
-    assert_int_equal(lines, 25);
+    assert_int_equal(lines, 26);
     static const char *const expected[] = {"client_endpoint 127.0.0.1:7878\n",
                                            "max_message_size 6000K\n",
                                            "log_level info\n",
@@ -864,6 +866,7 @@ static void test_print_defaults(void **state)
                                            "cluster_node_endpoint none\n",
                                            "cluster_membership none\n",
                                            "cluster_join no\n",
+                                           "cluster_name ferry\n",
                                            "replication_logfile_directory ferry-data/raft\n",
                                            "logfile_max_size 64M\n",
                                            "raft_heartbeat_interval 50ms\n"};

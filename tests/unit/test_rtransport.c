@@ -518,7 +518,7 @@ static void test_refuse_wrong_cluster(void **state)
     setup_members(3);
     struct rtransport_config cfg = base_config(3);
     cfg.cluster_id = CLUSTER + 1;
-    refusal_case(&cfg, 0, RTRANSPORT_REJECT_CLUSTER, "does not match this node's cluster id");
+    refusal_case(&cfg, 0, RTRANSPORT_REJECT_CLUSTER, "belongs to another cluster");
 }
 
 static void test_refuse_unknown_node(void **state)

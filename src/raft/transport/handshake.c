@@ -126,7 +126,8 @@ int handshake_on_hello(struct conn *c, uint8_t kind, const uint8_t *p, size_t n)
     }
     if (cluster != t->cluster_id) {
         conn_reject(c, RTRANSPORT_REJECT_CLUSTER,
-                    "cluster id %llx does not match this node's cluster id %llx",
+                    "the peer belongs to another cluster (cluster id %llx, this node's %llx: "
+                    "cluster_name differs)",
                     (unsigned long long)cluster, (unsigned long long)t->cluster_id);
         return FERRY_EPROTO;
     }
