@@ -77,10 +77,16 @@ int broker_producers_flush(struct broker *b, struct ferry_err *err);
 /* Replace the in-memory table with the database's. */
 int broker_producers_load(struct broker *b, struct ferry_err *err);
 void broker_producers_free(struct broker *b);
-/* The ring as stored and in snapshots: its outcomes oldest first, 20 bytes
- * each (u64 seq, u64 id, i32 status); out holds PRODUCER_RING of them.
- * Returns the byte count. */
+/* The ring as stored and in snapshots: its outcomes oldest first, as runs
+ * of PRODUCER_RUN_BYTES (u64 first seq, u32 count, u64 first id, i32
+ * status): consecutive sequences with one status and, for a success,
+ * consecutive ids (0 for a failure). A producer publishing into one channel
+ * is one run. out holds PRODUCER_RING_MAX_BYTES; returns the byte count. */
+#define PRODUCER_RUN_BYTES 24
+#define PRODUCER_RING_MAX_BYTES (PRODUCER_RING * PRODUCER_RUN_BYTES)
 size_t broker_producer_encode_ring(const struct producer *p, uint8_t *out);
+/* Check an encoded ring against its producer's highest sequence: 1 valid. */
+int broker_producer_ring_valid(uint64_t highest, const uint8_t *ring, size_t len);
 /* Set a producer from its stored form: 0, FERRY_ECORRUPT or FERRY_ENOMEM. */
 int broker_producer_put(struct broker *b, const uint8_t *pid, uint64_t highest, uint64_t last_ms,
                         const uint8_t *ring, size_t len);

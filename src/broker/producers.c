@@ -33,7 +33,6 @@
 #include <stdio.h>
 #include <string.h>
 
-#define OUTCOME_BYTES 20 /* u64 seq, u64 id, i32 status */
 
 static uint64_t fold(const uint8_t *pid)
 {
@@ -189,19 +188,34 @@ int broker_producer_record(struct broker *b, const struct broker_cmd *cmd,
 
 int broker_producers_expire(struct broker *b, uint64_t now_ms, struct ferry_err *err)
 {
-    for (;;) {
-        struct producer *victim = NULL;
-        size_t pos = 0;
-        void *v;
-        while (victim == NULL && umap_next(&b->producers, &pos, NULL, &v))
-            for (struct producer *p = v; p != NULL && victim == NULL; p = p->next)
-                if (idle(p, now_ms))
-                    victim = p;
-        if (victim == NULL)
-            return 0;
-        if (forget(b, victim) != 0)
-            return ferry_err_set(err, FERRY_ENOMEM, "out of memory forgetting a producer");
-    }
+    /* Collect first: forgetting changes the map being walked. */
+    struct producer **idle_ones = NULL;
+    size_t n = 0, cap = 0;
+    size_t pos = 0;
+    void *v;
+    int rc = 0;
+    while (rc == 0 && umap_next(&b->producers, &pos, NULL, &v))
+        for (struct producer *p = v; p != NULL && rc == 0; p = p->next) {
+            if (!idle(p, now_ms))
+                continue;
+            if (n == cap) {
+                size_t ncap = cap ? 2 * cap : 64;
+                struct producer **g = ferry_realloc(idle_ones, ncap * sizeof *g);
+                if (g == NULL) {
+                    rc = FERRY_ENOMEM;
+                    break;
+                }
+                idle_ones = g;
+                cap = ncap;
+            }
+            idle_ones[n++] = p;
+        }
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        rc = forget(b, idle_ones[i]);
+    ferry_free(idle_ones);
+    if (rc != 0)
+        return ferry_err_set(err, FERRY_ENOMEM, "out of memory forgetting producers");
+    return 0;
 }
 
 /* ---- persistence ---- */
@@ -209,25 +223,54 @@ int broker_producers_expire(struct broker *b, uint64_t now_ms, struct ferry_err 
 size_t broker_producer_encode_ring(const struct producer *p, uint8_t *out)
 {
     size_t n = 0;
+    uint8_t *run = NULL;
+    uint64_t next_seq = 0, next_id = 0;
+    int32_t status = 0;
+    uint32_t count = 0;
     /* oldest first, so the encoding of a state does not depend on the slots */
     uint64_t from = p->highest >= PRODUCER_RING ? p->highest - PRODUCER_RING + 1 : 1;
     for (uint64_t seq = from; seq <= p->highest; seq++) {
         const struct producer_outcome *o = &p->ring[seq % PRODUCER_RING];
         if (o->seq != seq)
             continue;
-        uint8_t *q = out + n * OUTCOME_BYTES;
-        put_u64(q, o->seq);
-        put_u64(q + 8, o->id);
-        put_u32(q + 16, (uint32_t)o->status);
-        n++;
+        if (run != NULL && seq == next_seq && o->status == status && o->id == next_id) {
+            put_u32(run + 8, ++count);
+        } else {
+            run = out + n;
+            n += PRODUCER_RUN_BYTES;
+            count = 1;
+            status = o->status;
+            put_u64(run, seq);
+            put_u32(run + 8, count);
+            put_u64(run + 12, o->id);
+            put_u32(run + 20, (uint32_t)o->status);
+        }
+        next_seq = seq + 1;
+        next_id = o->status == 0 ? o->id + 1 : 0;
     }
-    return n * OUTCOME_BYTES;
+    return n;
+}
+
+int broker_producer_ring_valid(uint64_t highest, const uint8_t *ring, size_t len)
+{
+    if (len % PRODUCER_RUN_BYTES != 0 || len > PRODUCER_RING_MAX_BYTES)
+        return 0;
+    uint64_t after = 0; /* the sequences must ascend */
+    for (size_t off = 0; off < len; off += PRODUCER_RUN_BYTES) {
+        uint64_t seq = get_u64(ring + off);
+        uint32_t count = get_u32(ring + off + 8);
+        if (count == 0 || count > PRODUCER_RING || seq < after || seq == 0 ||
+            seq + PRODUCER_RING <= highest || seq + count - 1 > highest)
+            return 0;
+        after = seq + count;
+    }
+    return 1;
 }
 
 int broker_producer_put(struct broker *b, const uint8_t *pid, uint64_t highest, uint64_t last_ms,
                         const uint8_t *ring, size_t len)
 {
-    if (len % OUTCOME_BYTES != 0 || len / OUTCOME_BYTES > PRODUCER_RING)
+    if (!broker_producer_ring_valid(highest, ring, len))
         return FERRY_ECORRUPT;
     struct producer *p = find(b, pid);
     if (p == NULL && insert(b, pid, &p) != 0)
@@ -235,15 +278,17 @@ int broker_producer_put(struct broker *b, const uint8_t *pid, uint64_t highest, 
     p->highest = highest;
     p->last_ms = last_ms;
     memset(p->ring, 0, sizeof p->ring);
-    for (size_t i = 0; i < len / OUTCOME_BYTES; i++) {
-        const uint8_t *q = ring + i * OUTCOME_BYTES;
-        uint64_t seq = get_u64(q);
-        if (seq == 0 || seq > highest || seq + PRODUCER_RING <= highest)
-            return FERRY_ECORRUPT;
-        struct producer_outcome *o = &p->ring[seq % PRODUCER_RING];
-        o->seq = seq;
-        o->id = get_u64(q + 8);
-        o->status = (int32_t)get_u32(q + 16);
+    for (size_t off = 0; off < len; off += PRODUCER_RUN_BYTES) {
+        uint64_t seq = get_u64(ring + off);
+        uint32_t count = get_u32(ring + off + 8);
+        uint64_t id = get_u64(ring + off + 12);
+        int32_t status = (int32_t)get_u32(ring + off + 20);
+        for (uint32_t i = 0; i < count; i++) {
+            struct producer_outcome *o = &p->ring[(seq + i) % PRODUCER_RING];
+            o->seq = seq + i;
+            o->id = status == 0 ? id + i : 0;
+            o->status = status;
+        }
     }
     return 0;
 }
@@ -296,7 +341,7 @@ int broker_producers_flush(struct broker *b, struct ferry_err *err)
             return rc;
     }
     b->ngone = 0;
-    uint8_t ring[PRODUCER_RING * OUTCOME_BYTES];
+    uint8_t ring[PRODUCER_RING_MAX_BYTES];
     while (!list_empty(&b->dirty_producers)) {
         struct producer *p = list_entry(b->dirty_producers.next, struct producer, dirty_node);
         size_t n = broker_producer_encode_ring(p, ring);

@@ -276,10 +276,9 @@ static int read_durable(struct restore *r, uint32_t len)
 static int read_producer(struct restore *r, uint32_t len)
 {
     struct snap_in *in = &r->in;
-    if (len < SNAP_PROD_FIXED || len > SNAP_PROD_FIXED + (uint32_t)PRODUCER_RING * 20 ||
-        (len - SNAP_PROD_FIXED) % 20 != 0)
+    if (len < SNAP_PROD_FIXED || len > SNAP_PROD_FIXED + PRODUCER_RING_MAX_BYTES)
         return corrupt(in, "a producer record of %u bytes", len);
-    uint8_t body[SNAP_PROD_FIXED + PRODUCER_RING * 20];
+    uint8_t body[SNAP_PROD_FIXED + PRODUCER_RING_MAX_BYTES];
     int rc = read_exact(in, body, len);
     if (rc != 0)
         return rc;
@@ -287,12 +286,7 @@ static int read_producer(struct restore *r, uint32_t len)
         return corrupt(in, "producer records out of order (ids must be ascending)");
     /* Check the ring as the broker will read it back. */
     uint64_t highest = get_u64(body + 16);
-    int bad = 0;
-    for (uint32_t i = 0; i < (len - SNAP_PROD_FIXED) / 20 && !bad; i++) {
-        uint64_t seq = get_u64(body + SNAP_PROD_FIXED + i * 20);
-        bad = seq == 0 || seq > highest || seq + PRODUCER_RING <= highest;
-    }
-    if (bad)
+    if (!broker_producer_ring_valid(highest, body + SNAP_PROD_FIXED, len - SNAP_PROD_FIXED))
         return corrupt(in, "a producer record whose outcomes lie outside its last %u sequences",
                        PRODUCER_RING);
     rc = store_producer_put(r->b->store, body, highest, get_u64(body + 24), body + SNAP_PROD_FIXED,

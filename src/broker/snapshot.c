@@ -158,10 +158,9 @@ static int producer_cb(void *ctx, const uint8_t *pid, uint64_t highest, uint64_t
                        const void *ring, size_t ring_len)
 {
     struct snap_out *o = ctx;
-    if (ring_len > (size_t)PRODUCER_RING * 20)
+    if (!broker_producer_ring_valid(highest, ring, ring_len))
         return ferry_err_set(o->err, FERRY_ECORRUPT,
-                             "a producer row holds %zu bytes of outcomes (at most %u)", ring_len,
-                             PRODUCER_RING * 20);
+                             "a producer row holds %zu bytes of malformed outcomes", ring_len);
     uint8_t rec[SNAP_REC_HEADER_LEN + SNAP_PROD_FIXED];
     uint8_t *p = put_rec_header(rec, SNAP_REC_PRODUCER, (uint32_t)(SNAP_PROD_FIXED + ring_len));
     memcpy(p, pid, 16);
