@@ -138,7 +138,7 @@ typedef struct ferry_options {
     uint32_t reconnect_timeout_ms; /* how long connect, or a reconnect after a loss, keeps
                                       trying the servers before giving up; 0 = 30000 */
     uint32_t backoff_initial_ms;   /* pause after a round of the servers failed; doubles
-                                      each round, with jitter; 0 = 50 */
+                                      each round, with jitter; 0 = 10 */
     uint32_t backoff_max_ms;       /* cap of that pause; 0 = 2000 */
     uint32_t keepalive_ms;         /* with reconnection: a PING after this long without a
                                       frame from the node, and the connection counts as lost
