@@ -677,6 +677,10 @@ int client_call(ferry_client_t *c, struct req *r)
     while (!r->done) {
         if (client_wait(c, &cond, r->deadline_ns) == ETIMEDOUT && !r->done) {
             client_forget_locked(c, r);
+            if (r->resend_ns != 0) {
+                r->resend_ns = 0;
+                c->resends_due--;
+            }
             r->status = FERRY_ETIMEDOUT;
             client_fail(c, FERRY_ETIMEDOUT, "no reply to %s from %s within %u ms",
                         proto_op_name(r->op), c->info.address, c->request_timeout_ms);

@@ -69,6 +69,7 @@ struct req {
     uint32_t seq_off;    /* persistent PUBLISH/PUSH: offset of producer_seq in frame; 0 none */
     uint64_t seq;        /* the producer sequence given at submission */
     uint64_t resend_ns;  /* answered "outcome unknown": send again at this time (0: no) */
+    uint8_t refused;     /* answered ENOTLEADER: not applied, so it is sent again */
     int status;
     char *msg; /* heap; the error message, or NULL */
     /* REQ_SYNC */
@@ -103,6 +104,7 @@ struct ferry_sub {
     struct umap held; /* consumer: item id -> delivery count, for the deliveries handed to the
                          caller and not acked or nacked yet (bounded by CLIENT_HELD_MAX) */
     int resub;        /* lost with the connection; a REQ_RESUB re-establishes it */
+    uint64_t acked;   /* durable: the highest id the caller acknowledged */
     ferry_message_cb on_message;
     ferry_end_cb on_end;
     void *arg;

@@ -251,8 +251,10 @@ static void settle_locked(ferry_client_t *c, const char *from)
             ferry_free(r);
             continue;
         }
-        if (resendable(r))
+        if (resendable(r) || r->refused) { /* a refused request was not applied */
+            r->refused = 0;
             continue;
+        }
         int ended = r->op == PROTO_UNSUBSCRIBE || r->op == PROTO_CANCEL;
         char msg[CLIENT_MSG_MAX];
         snprintf(msg, sizeof msg,
@@ -272,6 +274,10 @@ static void settle_locked(ferry_client_t *c, const char *from)
         }
         if (!s->released)
             s->resub = 1;
+        /* Deliveries not yet taken come again from the new session (with a
+         * raised count, from `held`); handing them out twice would do harm. */
+        if (s->consumer)
+            sub_drop_queue_locked(c, s);
     }
     pthread_cond_broadcast(&c->async_cond);
 }

@@ -375,6 +375,7 @@ static int complete_locked(ferry_client_t *c, struct req *r, uint8_t op, uint16_
             /* Move to the leader (or look for one); r is sent again there. */
             snprintf(c->redirect_to, sizeof c->redirect_to, "%s", e.leader);
             c->redirects++;
+            r->refused = 1;
             io_fail_locked(c, FERRY_ENOTLEADER, "%s is not the leader any more%s%s",
                            c->info.address, e.leader[0] ? "; the leader is " : "", e.leader);
             return -1;
@@ -505,6 +506,14 @@ static int on_push_locked(ferry_client_t *c, uint8_t op, const uint8_t *body, si
          * already has (a durable subscription resumes after its cursor). */
         if (m.id <= s->last_id) {
             c->stats.dropped_events++;
+            if (s->durable && m.id == s->acked) { /* the ack the lost session may not have got */
+                struct buf f;
+                buf_init(&f);
+                struct proto_sub_ack a = {.sub_id = s->id, .event_id = m.id};
+                if (proto_encode_sub_ack(&f, PROTO_F_NOREPLY, 0, &a) == 0)
+                    client_send_untracked_locked(c, &f);
+                buf_free(&f);
+            }
             return 0;
         }
         s->last_id = m.id;

@@ -231,24 +231,38 @@ static int ack_send(ferry_sub_t *s, uint8_t op, uint64_t id, unsigned flags)
     uint16_t pflags = (flags & FERRY_NOWAIT) ? PROTO_F_NOREPLY : 0;
     struct req r;
     client_req_init(&r, op);
-    int rc;
-    if (op == PROTO_SUB_ACK) {
-        struct proto_sub_ack m = {.sub_id = s->id, .event_id = id};
-        rc = proto_encode_sub_ack(&r.frame, pflags, 0, &m);
-    } else {
-        struct proto_ack m = {.consumer_id = s->id, .item_id = id};
-        rc = proto_encode_ack(&r.frame, op, pflags, 0, &m);
-    }
-    if (rc != 0) {
-        client_req_cleanup(&r);
-        return client_fail(c, FERRY_ENOMEM, "out of memory");
-    }
     pthread_mutex_lock(&c->mu);
-    rc = client_usable_locked(c);
+    int rc = client_usable_locked(c);
     if (rc == 0 && s->ended) /* the server forgot it: nothing left to ack */
         rc = client_fail(c, s->end_code, "%s to '%s' ended: %s",
                          s->consumer ? "consumer" : "subscription", s->name,
                          s->end_msg ? s->end_msg : ferry_strerror(s->end_code));
+    if (rc == 0 && op == PROTO_SUB_ACK && id > s->acked)
+        s->acked = id; /* replayed after a resubscription if this one is lost */
+    if (rc == 0 && s->resub) {
+        /* The session that delivered it is gone. A durable ack is replayed
+         * once the new session has delivered up to it; a queue delivery
+         * comes again and is acknowledged then. */
+        pthread_mutex_unlock(&c->mu);
+        client_req_cleanup(&r);
+        if (op == PROTO_SUB_ACK)
+            return 0;
+        return client_fail(c, FERRY_ECONN,
+                           "the connection that delivered %llu was lost; it will be delivered "
+                           "again",
+                           (unsigned long long)id);
+    }
+    if (rc == 0) { /* encoded under the lock: s->id changes when it is re-established */
+        if (op == PROTO_SUB_ACK) {
+            struct proto_sub_ack m = {.sub_id = s->id, .event_id = id};
+            rc = proto_encode_sub_ack(&r.frame, pflags, 0, &m);
+        } else {
+            struct proto_ack m = {.consumer_id = s->id, .item_id = id};
+            rc = proto_encode_ack(&r.frame, op, pflags, 0, &m);
+        }
+        if (rc != 0)
+            rc = client_fail(c, FERRY_ENOMEM, "out of memory");
+    }
     if (rc != 0 || !(flags & FERRY_NOWAIT)) {
         pthread_mutex_unlock(&c->mu);
         if (rc == 0)

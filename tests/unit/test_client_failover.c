@@ -3,9 +3,11 @@
  * Each fake is a thread with a listening socket on 127.0.0.1 (port 0) that
  * serves one connection at a time in one of a few ways: close every
  * connection at once, never answer, answer with garbage, or speak enough of
- * the protocol (HELLO_OK listing configured endpoints, PUBLISH_OK) while
- * recording the producer ids and sequences it receives, optionally dropping
- * its first connection after some publishes. Waits are bounded; nothing
+ * the protocol (HELLO_OK listing configured endpoints, PUBLISH_OK, ENOTLEADER,
+ * SUBSCRIBE/CONSUME followed by a stream of events or deliveries) while
+ * recording the producer ids, sequences and resubscriptions it receives,
+ * optionally dropping its first connection after some publishes or after
+ * the stream, as a node that dies would. Waits are bounded; nothing
  * asserts on wall-clock time (CPU use is compared with elapsed time only to
  * show the client does not spin).
  */
@@ -45,12 +47,21 @@ struct fake {
     enum mode mode;
     int lfd;
     char addr[32];
-    char other[32];     /* a second endpoint listed in HELLO_OK ("" none) */
-    int drop_after;     /* SPEAK: first connection: answer publishes up to this many, then
-                           close once one more arrives (0: never) */
-    int silent_publish; /* SPEAK: never answer PUBLISH */
-    int garbage_publish; /* SPEAK: answer PUBLISH with garbage */
-    int mute_after_hello; /* SPEAK: answer HELLO, then nothing (a paused node) */
+    char other[32];               /* a second endpoint listed in HELLO_OK ("" none) */
+    int drop_after;               /* SPEAK: first connection: answer publishes up to this many, then
+                                     close once one more arrives (0: never) */
+    int silent_publish;           /* SPEAK: never answer PUBLISH */
+    int garbage_publish;          /* SPEAK: answer PUBLISH with garbage */
+    int mute_after_hello;         /* SPEAK: answer HELLO, then nothing (a paused node) */
+    char notleader[32];           /* SPEAK: answer requests with ENOTLEADER naming this leader */
+    int stream;                   /* SPEAK: SUBSCRIBE/CONSUME is followed by events or deliveries
+                                     1..stream (count 1); then the first connection closes */
+    uint64_t cursor;              /* SPEAK, later connections: a durable resumes after this id */
+    uint64_t last;                /* SPEAK, later connections: events are sent up to this id */
+    struct proto_subscribe resub; /* the SUBSCRIBE of a later connection */
+    char reconsumed[PROTO_NAME_MAX + 1]; /* the queue of a CONSUME on a later connection */
+    atomic_int nresub;                   /* incremented after resub/reconsumed are written */
+    _Atomic uint64_t acked_on; /* the consumer or subscription id of the last ACK/SUB_ACK */
     pthread_t thread;
     atomic_int stop;
     atomic_int accepts;
@@ -80,6 +91,55 @@ static int seen_before(struct fake *f, uint64_t seq)
         if (f->seqs[0][i] == seq)
             return 1;
     return 0;
+}
+
+/* Events from..to of subscription sub_id (payload "e<id>"), or deliveries
+ * of items from..to with count 1 to consumer sub_id. */
+static void stream_items(struct buf *out, int consumer, uint64_t sub_id, uint64_t from, uint64_t to)
+{
+    for (uint64_t id = from; id <= to; id++) {
+        char text[32];
+        int n = snprintf(text, sizeof text, "e%llu", (unsigned long long)id);
+        if (consumer) {
+            struct proto_delivery d = {sub_id, id, 1, 1, (const uint8_t *)text, (uint32_t)n};
+            proto_encode_delivery(out, &d);
+        } else {
+            struct proto_event e = {sub_id, id, 1, 0, (const uint8_t *)text, (uint32_t)n};
+            proto_encode_event(out, &e);
+        }
+    }
+}
+
+/* SUBSCRIBE or CONSUME: the first connection streams 1..stream and asks
+ * to close (returns 1); a later one records the request and resumes. */
+static int serve_subscription(struct fake *f, const struct proto_header *h, const uint8_t *body,
+                              size_t blen, int conn_no, struct buf *out)
+{
+    int consumer = h->op == PROTO_CONSUME;
+    uint64_t sub_id = 100 + (uint64_t)conn_no, from = 1, to = (uint64_t)f->stream;
+    if (consumer) {
+        struct proto_consume m;
+        assert_int_equal(proto_decode_consume(body, blen, &m), 0);
+        if (conn_no > 0)
+            snprintf(f->reconsumed, sizeof f->reconsumed, "%s", m.queue);
+        proto_encode_id(out, PROTO_CONSUME_OK, 0, h->request_id, sub_id);
+    } else {
+        struct proto_subscribe m;
+        assert_int_equal(proto_decode_subscribe(body, blen, &m), 0);
+        if (conn_no > 0) {
+            f->resub = m;
+            from = m.start == PROTO_START_DURABLE ? f->cursor + 1
+                   : m.start == PROTO_START_FROM  ? m.from_id
+                                                  : f->last + 1;
+            to = f->last;
+        }
+        struct proto_subscribe_ok ok = {sub_id, from};
+        proto_encode_subscribe_ok(out, h->request_id, &ok);
+    }
+    if (conn_no > 0)
+        atomic_fetch_add(&f->nresub, 1);
+    stream_items(out, consumer, sub_id, from, to);
+    return conn_no == 0;
 }
 
 /* Serve one connection; returns when it is closed or the fake stops. */
@@ -129,12 +189,28 @@ static void serve(struct fake *f, int fd, int conn_no)
                 snprintf(ok->endpoints[ok->endpoint_count++], sizeof ok->endpoints[0], "%s",
                          f->addr);
                 if (f->other[0])
-                    snprintf(ok->endpoints[ok->endpoint_count++], sizeof ok->endpoints[0],
-                             "%s", f->other);
+                    snprintf(ok->endpoints[ok->endpoint_count++], sizeof ok->endpoints[0], "%s",
+                             f->other);
                 proto_encode_hello_ok(&out, h.request_id, ok);
                 free(ok);
             } else if (f->mute_after_hello) {
                 continue;
+            } else if (f->notleader[0] && h.op != PROTO_PING) {
+                struct proto_error e = {.code = FERRY_ENOTLEADER};
+                snprintf(e.message, sizeof e.message, "not the leader");
+                snprintf(e.leader, sizeof e.leader, "%s", f->notleader);
+                proto_encode_error(&out, h.request_id, &e);
+            } else if (f->stream > 0 && (h.op == PROTO_SUBSCRIBE || h.op == PROTO_CONSUME)) {
+                if (serve_subscription(f, &h, body, blen, conn_no, &out)) {
+                    send_all(fd, out.data, out.len);
+                    goto done; /* the node "dies" after streaming */
+                }
+            } else if (h.op == PROTO_ACK || h.op == PROTO_SUB_ACK || h.op == PROTO_UNSUBSCRIBE ||
+                       h.op == PROTO_CANCEL) {
+                if (h.op == PROTO_ACK || h.op == PROTO_SUB_ACK)
+                    atomic_store(&f->acked_on, get_u64(body)); /* both start with the id */
+                if (!(h.flags & PROTO_F_NOREPLY))
+                    proto_encode_empty(&out, PROTO_OK, 0, h.request_id);
             } else if (h.op == PROTO_PUBLISH || h.op == PROTO_PUSH) {
                 struct proto_publish m;
                 assert_int_equal(proto_decode_publish(body, blen, &m), 0);
@@ -154,8 +230,8 @@ static void serve(struct fake *f, int fd, int conn_no)
                     send_all(fd, out.data, out.len);
                     goto done; /* the node "dies" with this publish unanswered */
                 }
-                uint16_t flags = conn_no > 0 && seen_before(f, m.producer_seq) ? PROTO_F_DUPLICATE
-                                                                                : 0;
+                uint16_t flags =
+                    conn_no > 0 && seen_before(f, m.producer_seq) ? PROTO_F_DUPLICATE : 0;
                 proto_encode_id(&out, PROTO_PUBLISH_OK, flags, h.request_id, ++f->next_id);
                 answered++;
             } else if (h.op == PROTO_PING) {
@@ -329,6 +405,7 @@ static void test_server_sending_garbage(void **state)
 struct pub_result {
     atomic_int done;
     atomic_int ok;
+    atomic_int closed; /* completed with FERRY_ECLOSED */
 };
 
 static void on_published(ferry_client_t *c, int status, uint64_t id, const char *msg, void *arg)
@@ -337,6 +414,8 @@ static void on_published(ferry_client_t *c, int status, uint64_t id, const char 
     struct pub_result *r = arg;
     if (status == 0)
         atomic_fetch_add(&r->ok, 1);
+    if (status == FERRY_ECLOSED)
+        atomic_fetch_add(&r->closed, 1);
     atomic_fetch_add(&r->done, 1);
 }
 
@@ -552,7 +631,9 @@ static void test_fail_when_full(void **state)
 }
 
 /* Closing while the client is reconnecting to a node that is gone: the
- * pending publish completes with ECLOSED and close returns. */
+ * pending publish completes with ECLOSED and close returns. ECLOSED (not
+ * ECONN or ETIMEDOUT) shows that close cut the loop short instead of
+ * waiting for the reconnect timeout (60 s) or the request timeout. */
 static void test_close_while_reconnecting(void **state)
 {
     (void)state;
@@ -560,17 +641,64 @@ static void test_close_while_reconnecting(void **state)
     f->silent_publish = 1;
     fake_run(f);
     struct counts k = {0};
-    ferry_client_t *c = client(f->addr, &k, 60000);
+    ferry_options_t o;
+    ferry_options_init(&o);
+    o.servers = f->addr;
+    o.connect_timeout_ms = 300;
+    o.request_timeout_ms = 120000;
+    o.reconnect_timeout_ms = 120000;
+    o.backoff_initial_ms = 5000; /* it pauses before redialling a short-lived connection */
+    o.backoff_max_ms = 60000;
+    o.on_disconnect = on_disconnect;
+    o.conn_cb_arg = &k;
+    ferry_client_t *c = NULL;
+    assert_int_equal(ferry_client_create(&c, &o), 0);
     assert_int_equal(ferry_client_connect(c), 0);
     struct pub_result r = {0};
     assert_int_equal(ferry_publish_async(c, "ch", "a", 1, 0, on_published, &r), 0);
+    assert_int_equal(ferry_publish_async(c, "ch", "b", 1, 0, on_published, &r), 0);
     fake_stop(f); /* the connection and the listener are gone */
     for (int i = 0; i < 200 && atomic_load(&k.disconnects) == 0; i++)
         usleep(10000);
     assert_int_equal(atomic_load(&k.disconnects), 1);
+    assert_int_equal(ferry_client_close(c), 0);
+    assert_int_equal(atomic_load(&r.done), 2);
+    assert_int_equal(atomic_load(&r.closed), 2);
+    fake_free(f);
+}
+
+/* With no_reconnect a lost connection ends subscriptions with ECONN. */
+static void test_no_reconnect_ends_subscriptions(void **state)
+{
+    (void)state;
+    struct fake *f = fake_start(SPEAK);
+    f->stream = 2;
+    fake_run(f);
+    ferry_options_t o;
+    ferry_options_init(&o);
+    o.servers = f->addr;
+    o.no_reconnect = 1;
+    ferry_client_t *c = NULL;
+    assert_int_equal(ferry_client_create(&c, &o), 0);
+    assert_int_equal(ferry_client_connect(c), 0);
+    ferry_sub_t *s = NULL;
+    assert_int_equal(ferry_subscribe(c, "ch", NULL, &s), 0);
+    ferry_message_t *m = NULL;
+    for (uint64_t id = 1; id <= 2; id++) {
+        assert_int_equal(ferry_sub_next(s, &m, 5000), 0);
+        assert_int_equal(m->id, id);
+        ferry_message_free(m);
+    }
+    assert_int_equal(ferry_sub_next(s, &m, 5000), FERRY_ECONN);
+    assert_int_equal(ferry_sub_next(s, &m, 0), FERRY_ECONN); /* every time */
+    uint64_t id;
+    assert_int_equal(ferry_publish(c, "ch", "x", 1, 0, &id), FERRY_ECONN);
+    ferry_client_stats_t st;
+    assert_int_equal(ferry_client_stats(c, &st), 0);
+    assert_int_equal(st.resubscribed, 0);
+    assert_int_equal(atomic_load(&f->hellos), 1);
+    assert_int_equal(ferry_unsubscribe(s), 0);
     ferry_client_close(c);
-    assert_int_equal(atomic_load(&r.done), 1);
-    assert_int_equal(atomic_load(&r.ok), 0);
     fake_free(f);
 }
 
@@ -597,6 +725,192 @@ static void test_no_reconnect_fails_at_once(void **state)
     fake_free(f);
 }
 
+/* An ENOTLEADER answer mid-session moves the client to the leader it
+ * names, where the publish is sent again with its sequence. */
+static void test_not_leader_mid_session_moves_to_the_leader(void **state)
+{
+    (void)state;
+    struct fake *b = fake_start(SPEAK);
+    fake_run(b);
+    struct fake *a = fake_start(SPEAK);
+    snprintf(a->notleader, sizeof a->notleader, "%s", b->addr);
+    fake_run(a);
+    struct counts k = {0};
+    ferry_client_t *c = client(a->addr, &k, 10000);
+    assert_int_equal(ferry_client_connect(c), 0);
+    struct pub_result r = {0};
+    assert_int_equal(ferry_publish_async(c, "ch", "x", 1, 0, on_published, &r), 0);
+    assert_int_equal(ferry_drain(c, 10000), 0);
+    assert_int_equal(atomic_load(&r.ok), 1);
+    assert_int_equal(atomic_load(&k.reconnects), 1);
+    assert_string_equal(k.reconnected_to, b->addr);
+    assert_int_equal(atomic_load(&b->nseqs[0]), 1);
+    assert_int_equal(b->seqs[0][0], 1);
+    ferry_client_close(c);
+    fake_free(a);
+    fake_free(b);
+}
+
+struct collected {
+    uint64_t ids[64];
+    atomic_int n;
+    atomic_int ended;
+};
+
+static void on_event(ferry_sub_t *sub, const ferry_message_t *m, void *arg)
+{
+    (void)sub;
+    struct collected *k = arg;
+    int i = atomic_load(&k->n);
+    if (i < 64)
+        k->ids[i] = m->id;
+    atomic_store(&k->n, i + 1);
+}
+
+static void on_sub_end(ferry_sub_t *sub, int status, const char *msg, void *arg)
+{
+    (void)sub, (void)status, (void)msg;
+    atomic_fetch_add(&((struct collected *)arg)->ended, 1);
+}
+
+/* A live subscription resumes after the last event the caller got: the
+ * node dies after events 1..5, and the new SUBSCRIBE asks from 6. */
+static void test_subscription_resumes_after_the_last_event(void **state)
+{
+    (void)state;
+    struct fake *f = fake_start(SPEAK);
+    f->stream = 5;
+    f->last = 8;
+    fake_run(f);
+    struct counts k = {0};
+    ferry_client_t *c = client(f->addr, &k, 10000);
+    assert_int_equal(ferry_client_connect(c), 0);
+    struct collected got = {0};
+    ferry_sub_options_t o;
+    ferry_sub_options_init(&o);
+    o.on_message = on_event;
+    o.on_end = on_sub_end;
+    o.arg = &got;
+    ferry_sub_t *s = NULL;
+    assert_int_equal(ferry_subscribe(c, "ch", &o, &s), 0);
+    for (int i = 0; i < 500 && atomic_load(&got.n) < 8; i++)
+        usleep(10000);
+    assert_int_equal(atomic_load(&got.n), 8);
+    for (int i = 0; i < 8; i++)
+        assert_int_equal(got.ids[i], (uint64_t)(i + 1));
+    assert_int_equal(atomic_load(&f->nresub), 1);
+    assert_int_equal(f->resub.start, PROTO_START_FROM);
+    assert_int_equal(f->resub.from_id, 6);
+    assert_string_equal(f->resub.channel, "ch");
+    ferry_client_stats_t st;
+    assert_int_equal(ferry_client_stats(c, &st), 0);
+    assert_int_equal(st.resubscribed, 1);
+    assert_int_equal(st.dropped_events, 0);
+    assert_int_equal(atomic_load(&got.ended), 0);
+    assert_int_equal(atomic_load(&k.reconnects), 1);
+    assert_int_equal(ferry_unsubscribe(s), 0);
+    ferry_client_close(c);
+    fake_free(f);
+}
+
+/* A durable subscription resumes from the server's cursor (2 here): the
+ * events the caller already had (3..5) are dropped, the rest delivered. */
+static void test_durable_resumes_from_the_cursor_without_repeats(void **state)
+{
+    (void)state;
+    struct fake *f = fake_start(SPEAK);
+    f->stream = 5;
+    f->cursor = 2;
+    f->last = 8;
+    fake_run(f);
+    struct counts k = {0};
+    ferry_client_t *c = client(f->addr, &k, 10000);
+    assert_int_equal(ferry_client_connect(c), 0);
+    ferry_sub_options_t o;
+    ferry_sub_options_init(&o);
+    o.start = FERRY_START_DURABLE;
+    o.durable = "d1";
+    o.window = 16;
+    ferry_sub_t *s = NULL;
+    assert_int_equal(ferry_subscribe(c, "ch", &o, &s), 0);
+    for (uint64_t id = 1; id <= 8; id++) {
+        ferry_message_t *m = NULL;
+        if (ferry_sub_next(s, &m, 5000) != 0)
+            fail_msg("event %llu: %s", (unsigned long long)id, ferry_client_errmsg(c));
+        assert_int_equal(m->id, id);
+        char text[32];
+        snprintf(text, sizeof text, "e%llu", (unsigned long long)id);
+        assert_int_equal(m->len, strlen(text));
+        assert_memory_equal(m->data, text, m->len);
+        ferry_message_free(m);
+    }
+    ferry_message_t *m = NULL;
+    assert_int_equal(ferry_sub_next(s, &m, 100), FERRY_ETIMEDOUT); /* nothing twice */
+    assert_int_equal(atomic_load(&f->nresub), 1);
+    assert_int_equal(f->resub.start, PROTO_START_DURABLE);
+    assert_string_equal(f->resub.durable, "d1");
+    assert_int_equal(f->resub.window, 16);
+    assert_int_equal(ferry_ack(s, 8, 0), 0);
+    assert_int_equal(atomic_load(&f->acked_on), 101); /* the subscription of the new session */
+    ferry_client_stats_t st;
+    assert_int_equal(ferry_client_stats(c, &st), 0);
+    assert_int_equal(st.dropped_events, 3);
+    assert_int_equal(st.resubscribed, 1);
+    assert_int_equal(ferry_unsubscribe(s), 0);
+    ferry_client_close(c);
+    fake_free(f);
+}
+
+/* A consumer gets the items it held unacked again after a failover, and a
+ * delivery count the new node did not raise (a crashed leader's deliveries
+ * were never committed) is raised by the client: the caller sees 2. Items
+ * still waiting in the local queue when the connection dropped are not
+ * handed out from it: only their redelivery is. */
+static void test_consumer_redeliveries_count_up(void **state)
+{
+    (void)state;
+    struct fake *f = fake_start(SPEAK);
+    f->stream = 3;
+    fake_run(f);
+    struct counts k = {0};
+    ferry_client_t *c = client(f->addr, &k, 10000);
+    assert_int_equal(ferry_client_connect(c), 0);
+    ferry_sub_options_t o;
+    ferry_sub_options_init(&o);
+    o.window = 8;
+    ferry_sub_t *s = NULL;
+    assert_int_equal(ferry_consume(c, "jobs", &o, &s), 0);
+    int seen[4] = {0}, again[4] = {0}, taken = 0;
+    while (!(again[1] && again[2] && again[3])) {
+        ferry_message_t *m = NULL;
+        if (ferry_sub_next(s, &m, 5000) != 0)
+            fail_msg("delivery %d: %s", taken, ferry_client_errmsg(c));
+        assert_true(m->id >= 1 && m->id <= 3);
+        taken++;
+        if (seen[m->id])
+            assert_int_equal(m->delivery_count, 2); /* a redelivery says so */
+        if (m->delivery_count == 2)
+            again[m->id] = 1;
+        else
+            assert_int_equal(seen[m->id], 0); /* a first delivery only once */
+        seen[m->id] = 1;
+        ferry_message_free(m);
+    }
+    assert_true(taken <= 6);
+    ferry_message_t *extra = NULL;
+    assert_int_equal(ferry_sub_next(s, &extra, 100), FERRY_ETIMEDOUT); /* nothing twice more */
+    assert_int_equal(atomic_load(&f->nresub), 1);
+    assert_string_equal(f->reconsumed, "jobs");
+    assert_int_equal(ferry_ack(s, 1, 0), 0);
+    assert_int_equal(atomic_load(&f->acked_on), 101); /* the consumer of the new session */
+    ferry_client_stats_t st;
+    assert_int_equal(ferry_client_stats(c, &st), 0);
+    assert_int_equal(st.resubscribed, 1);
+    assert_int_equal(ferry_cancel(s), 0);
+    ferry_client_close(c);
+    fake_free(f);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -611,6 +925,11 @@ int main(void)
         cmocka_unit_test(test_fail_when_full),
         cmocka_unit_test(test_close_while_reconnecting),
         cmocka_unit_test(test_no_reconnect_fails_at_once),
+        cmocka_unit_test(test_no_reconnect_ends_subscriptions),
+        cmocka_unit_test(test_not_leader_mid_session_moves_to_the_leader),
+        cmocka_unit_test(test_subscription_resumes_after_the_last_event),
+        cmocka_unit_test(test_durable_resumes_from_the_cursor_without_repeats),
+        cmocka_unit_test(test_consumer_redeliveries_count_up),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
