@@ -1,5 +1,6 @@
 /* harness.c - see harness.h. POSIX process and socket plumbing only. */
 #include "harness.h"
+#include "test_port.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -25,20 +26,6 @@ void sleep_ms(int ms)
     }
 }
 
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t len = sizeof sa;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
-        getsockname(fd, (struct sockaddr *)&sa, &len) != 0) {
-        perror("free_port");
-        abort();
-    }
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 void node_init(struct node *n)
 {
     memset(n, 0, sizeof *n);
@@ -48,8 +35,8 @@ void node_init(struct node *n)
         abort();
     }
     snprintf(n->log, sizeof n->log, "%s/ferryd.log", n->dir);
-    n->port = free_port();
-    n->raft_port = free_port();
+    n->port = test_free_port();
+    n->raft_port = test_free_port();
     n->priority = -1;
 }
 
@@ -60,6 +47,23 @@ static int port_accepts(uint16_t port)
         return 0;
     close(fd);
     return 1;
+}
+
+/* A node that fails to start says why in its log; CI keeps only the test's
+ * output, so the last lines go there. */
+static void node_print_log_tail(const struct node *n, const char *what)
+{
+    FILE *f = fopen(n->log, "r");
+    if (f == NULL)
+        return;
+    char lines[8][512];
+    unsigned count = 0;
+    while (fgets(lines[count % 8], sizeof lines[0], f) != NULL)
+        count++;
+    fclose(f);
+    fprintf(stderr, "harness: ferryd on port %u %s; last lines of %s:\n", n->port, what, n->log);
+    for (unsigned i = count > 8 ? count - 8 : 0; i < count; i++)
+        fprintf(stderr, "  %s", lines[i % 8]);
 }
 
 int node_spawn(struct node *n, const char *const *extra)
@@ -99,10 +103,12 @@ int node_spawn(struct node *n, const char *const *extra)
         if (waitpid(pid, &st, WNOHANG) == pid) {
             n->pid = 0;
             n->exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            node_print_log_tail(n, "exited at start");
             return -1;
         }
         sleep_ms(10);
     }
+    node_print_log_tail(n, "did not open its port in 15 s");
     return -1;
 }
 

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "raft/transport/transport.h"
+#include "test_port.h"
 #include "util/alloc.h"
 #include "util/buf.h"
 
@@ -42,27 +43,13 @@ struct node {
 static struct rtransport_member members[4];
 static uint32_t n_members;
 
-static uint16_t free_port(void)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa;
-    socklen_t len = sizeof sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sin_family = AF_INET;
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    assert_int_equal(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(getsockname(fd, (struct sockaddr *)&sa, &len), 0);
-    close(fd);
-    return ntohs(sa.sin_port);
-}
-
 static void setup_members(uint32_t n)
 {
     n_members = n;
     for (uint32_t i = 0; i < n; i++) {
         members[i].id = i + 1;
         members[i].host = "127.0.0.1";
-        members[i].port = free_port();
+        members[i].port = test_free_port();
     }
 }
 
