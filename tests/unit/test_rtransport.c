@@ -11,6 +11,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -42,6 +43,67 @@ struct node {
 
 static struct rtransport_member members[4];
 static uint32_t n_members;
+
+/* TLS: contexts of nodes 1-3 from the cluster CA ("a") and, for refusals,
+ * of another CA ("b"); base_config uses the first while tls_on is set. */
+static char cert_dir[64];
+static struct tls_ctx *tls_accept[2][4], *tls_dial[2][4];
+static int tls_on;
+
+static struct tls_ctx *load_ctx(enum tls_role role, const char *ca_dir, const char *cert_ca_dir,
+                                const char *node)
+{
+    char cert[200], key[200], ca[200];
+    snprintf(cert, sizeof cert, "%s/%s/%s.pem", cert_dir, cert_ca_dir, node);
+    snprintf(key, sizeof key, "%s/%s/%s.key", cert_dir, cert_ca_dir, node);
+    snprintf(ca, sizeof ca, "%s/%s/ca.pem", cert_dir, ca_dir);
+    struct tls_settings ts = {
+        .cert_file = cert, .key_file = key, .ca_file = ca, .verify = TLS_VERIFY_REQUIRED};
+    struct tls_ctx *ctx = NULL;
+    struct ferry_err err;
+    if (tls_ctx_new(&ctx, role, &ts, &err) != 0)
+        fail_msg("%s", err.msg);
+    return ctx;
+}
+
+static int group_setup(void **state)
+{
+    (void)state;
+    snprintf(cert_dir, sizeof cert_dir, "/tmp/ferry-rt-XXXXXX");
+    if (mkdtemp(cert_dir) == NULL)
+        return -1;
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             FERRY_SOURCE_DIR "/scripts/make-certs %s/a >/dev/null && " FERRY_SOURCE_DIR
+                              "/scripts/make-certs %s/b --ca-name Other >/dev/null",
+             cert_dir, cert_dir);
+    if (system(cmd) != 0)
+        return -1;
+    const char *dirs[2] = {"a", "b"};
+    for (int d = 0; d < 2; d++) {
+        for (int id = 1; id <= 3; id++) {
+            char node[16];
+            snprintf(node, sizeof node, "node-%d", id);
+            /* Every node trusts the cluster CA "a"; "b" nodes only hold b's certificates. */
+            tls_accept[d][id] = load_ctx(TLS_SERVER, "a", dirs[d], node);
+            tls_dial[d][id] = load_ctx(TLS_CLIENT, "a", dirs[d], node);
+        }
+    }
+    return 0;
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    for (int d = 0; d < 2; d++)
+        for (int id = 1; id <= 3; id++) {
+            tls_ctx_free(tls_accept[d][id]);
+            tls_ctx_free(tls_dial[d][id]);
+        }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", cert_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
 
 static void setup_members(uint32_t n)
 {
@@ -116,6 +178,10 @@ static struct rtransport_config base_config(uint32_t id)
     cfg.redial_ms_min = 10;
     cfg.redial_ms_max = 100;
     cfg.seed = id;
+    if (tls_on && id >= 1 && id <= 3) {
+        cfg.tls_accept = tls_accept[0][id];
+        cfg.tls_dial = tls_dial[0][id];
+    }
     return cfg;
 }
 
@@ -963,6 +1029,65 @@ static void test_add_and_remove_members(void **state)
         assert_true(nodes[i].closed);
 }
 
+/* ---- TLS ----------------------------------------------------------------- */
+
+/* The same behaviour with every link over TLS. */
+#define WITH_TLS(name, test)                                                                       \
+    static void name(void **state)                                                                 \
+    {                                                                                              \
+        tls_on = 1;                                                                                \
+        test(state);                                                                               \
+        tls_on = 0;                                                                                \
+    }
+WITH_TLS(test_tls_three_nodes_exchange_in_order, test_three_nodes_exchange_in_order)
+WITH_TLS(test_tls_refuse_wrong_cluster, test_refuse_wrong_cluster)
+WITH_TLS(test_tls_refuse_wrong_source_address, test_refuse_wrong_source_address)
+WITH_TLS(test_tls_peer_restart_redials_and_reports_down, test_peer_restart_redials_and_reports_down)
+WITH_TLS(test_tls_odd_payload_sizes, test_odd_payload_sizes)
+WITH_TLS(test_tls_add_and_remove_members, test_add_and_remove_members)
+
+/* Node 3's certificate comes from another CA: node 1 refuses it in the TLS
+ * handshake, and node 1's own dial to node 3 fails as well. */
+static void test_tls_refuse_other_ca(void **state)
+{
+    (void)state;
+    tls_on = 1;
+    setup_members(3);
+    struct rtransport_config cfg = base_config(3);
+    cfg.tls_accept = tls_accept[1][3];
+    cfg.tls_dial = tls_dial[1][3];
+    refusal_case(&cfg, 0, RTRANSPORT_REJECT_TLS, "certificate verify failed");
+    tls_on = 0;
+}
+
+/* Node 3 presents node 2's (valid) certificate. */
+static void test_tls_refuse_wrong_identity(void **state)
+{
+    (void)state;
+    tls_on = 1;
+    setup_members(3);
+    struct rtransport_config cfg = base_config(3);
+    cfg.tls_accept = tls_accept[0][2];
+    cfg.tls_dial = tls_dial[0][2];
+    refusal_case(&cfg, 0, RTRANSPORT_REJECT_IDENTITY,
+                 "says it is node 3 but its certificate (CN=ferry-node-2) does not name "
+                 "ferry-node-3");
+    tls_on = 0;
+}
+
+/* A plaintext node dials a TLS node. */
+static void test_tls_refuse_plaintext_peer(void **state)
+{
+    (void)state;
+    tls_on = 1;
+    setup_members(3);
+    struct rtransport_config cfg = base_config(3);
+    cfg.tls_accept = NULL;
+    cfg.tls_dial = NULL;
+    refusal_case(&cfg, 0, RTRANSPORT_REJECT_TLS, "does not speak TLS");
+    tls_on = 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -979,6 +1104,15 @@ int main(void)
         cmocka_unit_test(test_backpressure_busy_and_bounded),
         cmocka_unit_test(test_odd_payload_sizes),
         cmocka_unit_test(test_add_and_remove_members),
+        cmocka_unit_test(test_tls_three_nodes_exchange_in_order),
+        cmocka_unit_test(test_tls_refuse_wrong_cluster),
+        cmocka_unit_test(test_tls_refuse_wrong_source_address),
+        cmocka_unit_test(test_tls_peer_restart_redials_and_reports_down),
+        cmocka_unit_test(test_tls_odd_payload_sizes),
+        cmocka_unit_test(test_tls_add_and_remove_members),
+        cmocka_unit_test(test_tls_refuse_other_ca),
+        cmocka_unit_test(test_tls_refuse_wrong_identity),
+        cmocka_unit_test(test_tls_refuse_plaintext_peer),
     };
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -2,7 +2,13 @@
  *
  * The byte stream passes through exactly two functions: conn_write() hands
  * c->wbuf to the socket and conn_on_bytes() receives what the socket read.
- * A TLS layer wraps these two with memory BIOs and nothing else changes.
+ * With TLS (src/tls) these two are where encryption happens: conn_write
+ * encrypts wbuf into the session and writes the ciphertext from twbuf (TLS
+ * output made while a write is in flight waits in the session and goes out
+ * when it completes); conn_on_bytes decrypts into rbuf. A dialer sends its
+ * HELLO once the TLS handshake is done. A TLS failure on an accepted
+ * connection is a "tls" refusal: no REFUSE frame can be sent then, only the
+ * alert OpenSSL made, and the dialer logs that.
  *
  * Reads land in the transport's scratch buffer and are appended to c->rbuf;
  * each frame's length is checked as soon as its four length bytes arrive, so
@@ -49,6 +55,7 @@ struct conn *conn_new(struct rtransport *t, int outbound)
     buf_init(&c->rbuf);
     buf_init(&c->wbuf);
     buf_init(&c->refuse);
+    buf_init(&c->twbuf);
     int rc = uv_tcp_init(t->loop, &c->tcp);
     assert(rc == 0);
     c->tcp.data = c;
@@ -109,6 +116,21 @@ void conn_arm_deadline(struct conn *c)
     uv_timer_start(&c->timer, on_deadline, c->t->handshake_timeout_ms, 0);
 }
 
+int conn_tls_init(struct conn *c, const char *verify_name)
+{
+    struct rtransport *t = c->t;
+    struct tls_ctx *ctx = c->outbound ? t->tls_dial : t->tls_accept;
+    if (ctx == NULL)
+        return 0;
+    c->tls = tls_conn_new(ctx, verify_name);
+    if (c->tls == NULL) {
+        log_error(LOG_MOD, "%s: out of memory starting TLS", c->name);
+        conn_close(c);
+        return FERRY_ENOMEM;
+    }
+    return 0;
+}
+
 void conn_start_reading(struct conn *c)
 {
     if (uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_read) != 0)
@@ -121,8 +143,11 @@ static void on_write(uv_write_t *req, int status)
     struct rtransport_peer *p = c->outbound ? conn_peer(c) : NULL;
     c->writing = 0;
     c->wbuf.len = 0;
+    c->twbuf.len = 0;
     if (c->wbuf.cap > 4 * 1024 * 1024)
         buf_free(&c->wbuf); /* don't keep a burst's worth of memory */
+    if (c->twbuf.cap > 4 * 1024 * 1024)
+        buf_free(&c->twbuf);
     if (status < 0) {
         if (p != NULL)
             p->stats.lost += c->wmsgs;
@@ -144,25 +169,72 @@ static void on_write(uv_write_t *req, int status)
         c->wbuf = c->refuse;
         c->refuse = tmp;
         conn_write(c);
+    } else if (c->tls != NULL && tls_conn_output_pending(c->tls) > 0) {
+        conn_write(c);
     } else if (c->state == CONN_REFUSING) {
         conn_close(c);
     } else if (c->state == CONN_READY && p != NULL)
         peer_flush(p);
 }
 
+static void write_failed(struct conn *c)
+{
+    if (c->outbound && conn_peer(c) != NULL)
+        c->peer->stats.lost += c->wmsgs;
+    c->wmsgs = 0;
+    c->wbuf.len = 0;
+    conn_close(c);
+}
+
+/* Encrypt wbuf into the session and write what the session has for the
+ * network, unless a write is in flight (on_write comes back for the rest).
+ * Nothing to write is fine: a REFUSING connection then closes. */
+static int conn_write_tls(struct conn *c)
+{
+    if (c->wbuf.len > 0) {
+        int rc = tls_conn_encrypt(c->tls, c->wbuf.data, c->wbuf.len);
+        c->wbuf.len = 0;
+        if (rc != 0) {
+            log_warn(LOG_MOD, "%s: %s", c->name, tls_conn_error(c->tls));
+            write_failed(c);
+            return FERRY_ECONN;
+        }
+    }
+    if (c->writing)
+        return 0;
+    c->twbuf.len = 0;
+    if (tls_conn_take_output(c->tls, &c->twbuf) != 0) {
+        log_error(LOG_MOD, "%s: out of memory writing", c->name);
+        write_failed(c);
+        return FERRY_ENOMEM;
+    }
+    if (c->twbuf.len == 0) {
+        if (c->state == CONN_REFUSING)
+            conn_close(c);
+        return 0;
+    }
+    uv_buf_t b = uv_buf_init((char *)c->twbuf.data, (unsigned)c->twbuf.len);
+    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
+    if (rc != 0) {
+        log_debug(LOG_MOD, "%s: write failed: %s", c->name, uv_strerror(rc));
+        write_failed(c);
+        return FERRY_ECONN;
+    }
+    c->writing = 1;
+    return 0;
+}
+
 int conn_write(struct conn *c)
 {
+    if (c->tls != NULL)
+        return conn_write_tls(c);
     assert(!c->writing);
     assert(c->wbuf.len > 0);
     uv_buf_t b = uv_buf_init((char *)c->wbuf.data, (unsigned)c->wbuf.len);
     int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
     if (rc != 0) {
         log_debug(LOG_MOD, "%s: write failed: %s", c->name, uv_strerror(rc));
-        if (c->outbound && conn_peer(c) != NULL)
-            c->peer->stats.lost += c->wmsgs;
-        c->wmsgs = 0;
-        c->wbuf.len = 0;
-        conn_close(c);
+        write_failed(c);
         return FERRY_ECONN;
     }
     c->writing = 1;
@@ -207,6 +279,8 @@ static void on_closed(uv_handle_t *h)
     buf_free(&c->rbuf);
     buf_free(&c->wbuf);
     buf_free(&c->refuse);
+    buf_free(&c->twbuf);
+    tls_conn_free(c->tls);
     ferry_free(c);
     if (!t->closing && p != NULL) {
         peer_schedule_redial(p);
@@ -231,6 +305,14 @@ void conn_reject(struct conn *c, int reason, const char *fmt, ...)
     log_warn(LOG_MOD, "closing connection from %s (%s): %s", c->name,
              rtransport_reject_name(reason), why);
     uv_read_stop((uv_stream_t *)&c->tcp);
+    if (c->tls != NULL && !tls_conn_established(c->tls)) {
+        /* No REFUSE frame without a TLS session: send the alert, if any. */
+        c->state = CONN_REFUSING;
+        conn_arm_deadline(c);
+        if (!c->writing)
+            conn_write(c);
+        return;
+    }
     /* If the ACCEPT is still in flight the reason follows it (on_write). */
     struct buf *out = c->writing ? &c->refuse : &c->wbuf;
     size_t n = strlen(why);
@@ -290,10 +372,57 @@ static void handle_frame(struct conn *c, uint8_t kind, const uint8_t *p, size_t 
         t->cb.on_message(t, peer->id, p, n);
 }
 
+/* A dial whose TLS handshake or session failed: say why (the alert for the
+ * acceptor goes out if the socket takes it at once), count it, close. */
+static void dial_tls_failed(struct conn *c)
+{
+    struct rtransport_peer *p = conn_peer(c);
+    if (p != NULL) {
+        p->stats.tls_failed++;
+        log_warn(LOG_MOD, "node %u at %s:%u: %s", p->id, p->host, p->port,
+                 tls_conn_error(c->tls));
+    }
+    if (!c->writing) {
+        c->twbuf.len = 0;
+        if (tls_conn_take_output(c->tls, &c->twbuf) == 0 && c->twbuf.len > 0) {
+            uv_buf_t b = uv_buf_init((char *)c->twbuf.data, (unsigned)c->twbuf.len);
+            (void)uv_try_write((uv_stream_t *)&c->tcp, &b, 1);
+        }
+    }
+    conn_close(c);
+}
+
+/* Decrypt into rbuf and advance the handshake: 0 to go on parsing frames,
+ * -1 when the connection is done for. */
+static int tls_on_bytes(struct conn *c, const uint8_t *bytes, size_t n)
+{
+    int was_up = tls_conn_established(c->tls);
+    int rc = tls_conn_input(c->tls, bytes, n, &c->rbuf);
+    if (rc != 0) {
+        if (c->outbound)
+            dial_tls_failed(c);
+        else
+            conn_reject(c, RTRANSPORT_REJECT_TLS, "%s", tls_conn_error(c->tls));
+        return -1;
+    }
+    if (!was_up && tls_conn_established(c->tls)) {
+        log_debug(LOG_MOD, "%s: %s %s", c->name, tls_conn_version(c->tls),
+                  tls_conn_cipher(c->tls));
+        if (c->outbound) /* writes the handshake's last flight too */
+            return handshake_hello(c) == 0 ? 0 : -1;
+    }
+    if (tls_conn_output_pending(c->tls) > 0 && !c->writing && conn_write(c) != 0)
+        return -1;
+    return c->state == CONN_CLOSED ? -1 : 0;
+}
+
 void conn_on_bytes(struct conn *c, const uint8_t *bytes, size_t n)
 {
     struct rtransport *t = c->t;
-    if (buf_append(&c->rbuf, bytes, n) != 0) {
+    if (c->tls != NULL) {
+        if (tls_on_bytes(c, bytes, n) != 0)
+            return;
+    } else if (buf_append(&c->rbuf, bytes, n) != 0) {
         log_error(LOG_MOD, "%s: out of memory reading, closing", c->name);
         conn_close(c);
         return;

@@ -6,8 +6,10 @@
  *
  * The acceptor checks, in order: the frame is a HELLO of the right size with
  * the magic (else "malformed"), the version, the cluster id, that the node id
- * is a configured member other than itself, and with verify_ip that the
- * connection comes from the member's configured address. A connection whose
+ * is a configured member other than itself, with TLS that the dialer's
+ * certificate names ferry-node-<id> (the chain was verified in the TLS
+ * handshake), and with verify_ip that the connection comes from the
+ * member's configured address. A connection whose
  * whole HELLO has not arrived within handshake_timeout_ms is refused too
  * ("timeout", conn.c). A new accepted link from a node replaces an older one
  * (the peer restarted or redialled). The dialer checks that ACCEPT names the
@@ -24,6 +26,7 @@
 
 static const char *const reject_names[RTRANSPORT_REJECT_COUNT] = {
     "malformed", "version", "cluster", "unknown-node", "address", "oversized", "timeout",
+    "tls",       "identity",
 };
 
 const char *rtransport_reject_name(int reason)
@@ -136,6 +139,17 @@ int handshake_on_hello(struct conn *c, uint8_t kind, const uint8_t *p, size_t n)
         conn_reject(c, RTRANSPORT_REJECT_UNKNOWN_NODE,
                     "node id %u is not a member of this cluster (cluster_membership)", id);
         return FERRY_EPROTO;
+    }
+    if (c->tls != NULL) {
+        char identity[32], subject[160];
+        snprintf(identity, sizeof identity, "ferry-node-%u", id);
+        if (!tls_conn_peer_names(c->tls, identity)) {
+            tls_conn_peer_subject(c->tls, subject, sizeof subject);
+            conn_reject(c, RTRANSPORT_REJECT_IDENTITY,
+                        "the peer says it is node %u but its certificate (%s) does not name %s",
+                        id, subject, identity);
+            return FERRY_EPROTO;
+        }
     }
     if (t->verify_ip) {
         struct sockaddr_storage sa;

@@ -71,6 +71,9 @@ static int validate(const struct rtransport_config *cfg, struct ferry_err *err)
         return ferry_err_set(err, FERRY_EINVAL,
                              "send_queue_bytes_max %zu is smaller than frame_bytes_max %u",
                              cfg->send_queue_bytes_max, frame);
+    if ((cfg->tls_accept == NULL) != (cfg->tls_dial == NULL))
+        return ferry_err_set(err, FERRY_EINVAL,
+                             "TLS needs both an accepting and a dialling context");
     if (cfg->redial_ms_min > cfg->redial_ms_max && cfg->redial_ms_max != 0)
         return ferry_err_set(err, FERRY_EINVAL, "redial_ms_min %u exceeds redial_ms_max %u",
                              cfg->redial_ms_min, cfg->redial_ms_max);
@@ -145,6 +148,8 @@ int rtransport_init(struct rtransport *t, uv_loop_t *loop, const struct rtranspo
     t->connect_timeout_ms = cfg->connect_timeout_ms ? cfg->connect_timeout_ms : 3000;
     t->handshake_timeout_ms = cfg->handshake_timeout_ms ? cfg->handshake_timeout_ms : 3000;
     t->verify_ip = cfg->verify_ip;
+    t->tls_accept = cfg->tls_accept;
+    t->tls_dial = cfg->tls_dial;
     rng_seed(&t->rng, cfg->seed);
     list_init(&t->conns);
     if (copy_config(t, cfg) != 0) {
@@ -311,6 +316,14 @@ int rtransport_remove_member(struct rtransport *t, uint32_t id)
     return 0;
 }
 
+void rtransport_set_tls(struct rtransport *t, struct tls_ctx *accept, struct tls_ctx *dial)
+{
+    if (t->tls_accept == NULL || accept == NULL || dial == NULL)
+        return;
+    t->tls_accept = accept;
+    t->tls_dial = dial;
+}
+
 int rtransport_port(const struct rtransport *t, uint16_t *port)
 {
     struct sockaddr_storage sa;
@@ -358,6 +371,8 @@ static void on_connection(uv_stream_t *server, int status)
     }
     snprintf(c->name, sizeof c->name, "%.46s:%u", host, port); /* INET6_ADDRSTRLEN */
     conn_arm_deadline(c);
+    if (conn_tls_init(c, NULL) != 0)
+        return;
     conn_start_reading(c);
 }
 
@@ -372,8 +387,17 @@ static void on_connect(uv_connect_t *req, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);
-    if (handshake_hello(c) != 0)
+    if (c->tls != NULL) { /* HELLO follows once the TLS handshake is done (conn.c) */
+        if (tls_conn_start(c->tls) != 0) {
+            log_warn(LOG_MOD, "%s: %s", c->name, tls_conn_error(c->tls));
+            conn_close(c);
+            return;
+        }
+        if (conn_write(c) != 0)
+            return;
+    } else if (handshake_hello(c) != 0) {
         return;
+    }
     conn_start_reading(c);
 }
 
@@ -406,6 +430,10 @@ static void peer_dial(struct rtransport_peer *p)
     p->out = c;
     p->stats.dials++;
     snprintf(c->name, sizeof c->name, "node %u (%s:%u)", p->id, p->host, p->port);
+    char identity[32];
+    snprintf(identity, sizeof identity, "ferry-node-%u", p->id);
+    if (conn_tls_init(c, identity) != 0)
+        return;
     int rc = 0;
     if (t->has_source)
         rc = uv_tcp_bind(&c->tcp, (const struct sockaddr *)&t->source_addr, 0);
@@ -467,7 +495,7 @@ static size_t peer_pending(const struct rtransport_peer *p)
 {
     size_t n = p->queue.len;
     if (p->out != NULL && p->out->writing)
-        n += p->out->wbuf.len;
+        n += p->out->tls != NULL ? p->out->twbuf.len : p->out->wbuf.len;
     return n;
 }
 

@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "tls/tls.h"
 #include "util/err.h"
 #include "util/list.h"
 #include "util/rand.h"
@@ -43,7 +44,9 @@ enum rtransport_reject {
     RTRANSPORT_REJECT_ADDRESS = 4,   /* verify_ip on and the source address is not the member's */
     RTRANSPORT_REJECT_OVERSIZED = 5, /* frame larger than frame_bytes_max */
     RTRANSPORT_REJECT_TIMEOUT = 6,   /* no complete HELLO within handshake_timeout_ms */
-    RTRANSPORT_REJECT_COUNT = 7
+    RTRANSPORT_REJECT_TLS = 7,       /* TLS handshake failed: not TLS, no or untrusted certificate */
+    RTRANSPORT_REJECT_IDENTITY = 8,  /* the certificate does not name the node id claimed */
+    RTRANSPORT_REJECT_COUNT = 9
 };
 
 /* Short name of a reject reason ("cluster"); never NULL. */
@@ -71,6 +74,14 @@ struct rtransport_config {
     uint32_t handshake_timeout_ms; /* accepted connection to its whole HELLO; 0: 3000 */
     int verify_ip;                 /* verify_replication_node_ip */
     uint64_t seed;                 /* jitter of the redial backoff */
+    /* TLS (both or neither; docs/tls.md). Accepted connections use tls_accept
+     * (server role, requiring a client certificate); dials use tls_dial
+     * (client role) and accept only a certificate naming ferry-node-<id> of
+     * the member dialled. The acceptor checks, at HELLO, that the dialer's
+     * certificate names the node id it claims. The caller keeps both
+     * contexts alive until the transport is closed or they are replaced. */
+    struct tls_ctx *tls_accept;
+    struct tls_ctx *tls_dial;
 };
 
 #define RTRANSPORT_MAX_MEMBERS 64
@@ -103,6 +114,7 @@ struct rtransport_peer_stats {
     uint64_t lost;            /* accepted by send() but lost with a failed connection */
     uint64_t dials;           /* connection attempts */
     uint64_t refused_by_peer; /* REFUSE frames received from this peer */
+    uint64_t tls_failed;      /* dials whose TLS handshake failed (certificate, alert) */
     size_t queued_bytes;      /* unsent bytes, in the queue and in flight */
 };
 
@@ -133,6 +145,8 @@ struct rtransport {
     uint32_t connect_timeout_ms;
     uint32_t handshake_timeout_ms;
     int verify_ip;
+    struct tls_ctx *tls_accept;
+    struct tls_ctx *tls_dial;
     struct rng rng;
     struct rtransport_peer *peers;
     uint32_t n_peers;
@@ -184,6 +198,11 @@ int rtransport_remove_member(struct rtransport *t, uint32_t id);
  * messages count as lost). cb runs from the loop once all handles are closed;
  * t may be freed then. */
 void rtransport_close(struct rtransport *t, rtransport_close_cb cb);
+
+/* Use these TLS contexts for connections made from now on (certificate
+ * reload); connections already up keep theirs. Both must be non-NULL when
+ * the transport was started with TLS; a plaintext transport stays plaintext. */
+void rtransport_set_tls(struct rtransport *t, struct tls_ctx *accept, struct tls_ctx *dial);
 
 /* The port the listener is bound to (after a successful start). */
 int rtransport_port(const struct rtransport *t, uint16_t *port);

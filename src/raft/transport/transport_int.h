@@ -47,6 +47,8 @@ struct conn {
     struct buf rbuf;   /* received bytes not yet parsed into frames */
     struct buf wbuf;   /* bytes handed to libuv (while writing) */
     struct buf refuse; /* inbound: REFUSE frame waiting for a write in flight */
+    struct tls_conn *tls; /* NULL on a plaintext transport */
+    struct buf twbuf;     /* TLS: the ciphertext handed to libuv (wbuf is encrypted at once) */
     int writing;
     uint64_t wmsgs;    /* MSG frames in wbuf */
     uint64_t wpayload; /* their payload bytes */
@@ -90,6 +92,8 @@ void peer_connected(struct rtransport_peer *p);
 /* conn.c */
 struct conn *conn_new(struct rtransport *t, int outbound);
 void conn_start_reading(struct conn *c);
+/* TLS transports: give c its TLS session (verify_name: dials only). */
+int conn_tls_init(struct conn *c, const char *verify_name);
 void conn_arm_deadline(struct conn *c);
 int conn_write(struct conn *c);
 void conn_on_bytes(struct conn *c, const uint8_t *p, size_t n);
