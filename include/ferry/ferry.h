@@ -150,6 +150,14 @@ typedef struct ferry_options {
     ferry_conn_cb on_disconnect;   /* may be NULL; runs on the I/O thread */
     ferry_conn_cb on_reconnect;    /* may be NULL; runs on the I/O thread */
     void *conn_cb_arg;
+    /* TLS (docs/client.md, "TLS"). With TLS the client speaks TLS 1.2 or later to
+     * every server (a ferrys:// or tls: prefix on any address of `servers` turns
+     * it on too) and accepts a server only if its certificate chains to tls_ca
+     * and names the host or IP address dialled. */
+    int tls;
+    const char *tls_ca;   /* PEM file of trusted CAs; NULL = the system's trust store */
+    const char *tls_cert; /* PEM client certificate, for servers that ask; NULL = none */
+    const char *tls_key;  /* its private key */
 } ferry_options_t;
 
 /* Fill o with the defaults (all zero / NULL). */

@@ -22,9 +22,44 @@ static const struct cli_opt common_opts[] = {
     {"reconnect-timeout", 0, "T",
      "keep trying the servers this long to connect or after a lost connection; "
      "0 = fail at once (default 30s)"},
+    {"tls", 0, NULL, "connect with TLS (also implied by a ferrys:// or tls: address)"},
+    {"ca", 0, "FILE", "trust the CA certificates in FILE (PEM) for the servers' certificates "
+                      "(default: the system's; implies --tls)"},
+    {"cert", 0, "FILE", "present the client certificate in FILE (PEM; implies --tls)"},
+    {"key", 0, "FILE", "the private key of --cert"},
     {"help", 'h', NULL, "show this help"},
     {NULL, 0, NULL, NULL},
 };
+
+/* The command's TLS settings: from the common options, else the
+ * environment (FERRY_TLS=1, FERRY_CA, FERRY_CERT, FERRY_KEY). One command
+ * runs per process, so one copy serves every client it makes. */
+static struct {
+    const char *on, *ca, *cert, *key;
+} cli_tls;
+
+int cli_set_tls(const char *name, const char *value)
+{
+    const char **slot = strcmp(name, "--tls") == 0    ? &cli_tls.on
+                        : strcmp(name, "--ca") == 0   ? &cli_tls.ca
+                        : strcmp(name, "--cert") == 0 ? &cli_tls.cert
+                        : strcmp(name, "--key") == 0  ? &cli_tls.key
+                                                      : NULL;
+    if (slot == NULL)
+        return -1;
+    *slot = value;
+    return 0;
+}
+
+void cli_apply_tls(ferry_options_t *o)
+{
+    const char *on = cli_tls.on ? cli_tls.on : getenv("FERRY_TLS");
+    o->tls_ca = cli_tls.ca ? cli_tls.ca : getenv("FERRY_CA");
+    o->tls_cert = cli_tls.cert ? cli_tls.cert : getenv("FERRY_CERT");
+    o->tls_key = cli_tls.key ? cli_tls.key : getenv("FERRY_KEY");
+    o->tls = (on != NULL && strcmp(on, "0") != 0 && on[0] != '\0') || o->tls_ca != NULL ||
+             o->tls_cert != NULL;
+}
 
 int cli_error(const char *fmt, ...)
 {
@@ -147,7 +182,13 @@ int cli_parse(const struct cli_cmd *cmd, int argc, char **argv, struct cli_args 
             cli_print_usage(cmd);
             return -1;
         }
-        const char **slot = strcmp(common_opts[i].name, "servers") == 0 ? &a->servers : &a->reconnect;
+        const char *which = common_opts[i].name;
+        const char **slot = strcmp(which, "servers") == 0   ? &a->servers
+                            : strcmp(which, "tls") == 0   ? &cli_tls.on
+                            : strcmp(which, "ca") == 0    ? &cli_tls.ca
+                            : strcmp(which, "cert") == 0  ? &cli_tls.cert
+                            : strcmp(which, "key") == 0   ? &cli_tls.key
+                                                          : &a->reconnect;
         int rc = take_value(cmd, &common_opts[i], inline_v, argc, argv, &k, slot, arg);
         if (rc != 0)
             return rc;
@@ -304,6 +345,7 @@ int cli_connect_opts(const struct cli_global *g, const struct cli_args *a, uint3
     o.any_node = any_node;
     o.on_disconnect = on_conn_lost;
     o.on_reconnect = on_conn_back;
+    cli_apply_tls(&o);
     if (a->reconnect != NULL) {
         uint64_t ms = 0;
         if (cli_parse_duration_ms(a->reconnect, &ms) != 0 || ms > UINT32_MAX)

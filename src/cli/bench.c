@@ -308,6 +308,7 @@ static int new_client(const struct bench *b, int any_node, ferry_client_t **out,
     o.window = (uint32_t)b->window;
     o.request_timeout_ms = (uint32_t)b->timeout_ms;
     o.any_node = any_node;
+    cli_apply_tls(&o);
     if (strcmp(b->mode, "failover") == 0)
         o.connect_timeout_ms = FAILOVER_CONNECT_MS; /* a paused node must not hold us long */
     ferry_client_t *c = NULL;

@@ -58,6 +58,12 @@ int cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int cli_usage_error(const struct cli_cmd *cmd, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void cli_print_usage(const struct cli_cmd *cmd);
+/* Set o's TLS fields from --tls/--ca/--cert/--key (or FERRY_TLS, FERRY_CA,
+ * FERRY_CERT, FERRY_KEY). */
+void cli_apply_tls(ferry_options_t *o);
+/* A global option before the command: "--tls" (value "1"), "--ca", "--cert"
+ * or "--key". 0, or -1 if name is none of them. */
+int cli_set_tls(const char *name, const char *value);
 
 /* Parse argv (after the command name). Returns 0; CLI_EXIT_USAGE after
  * printing the error; or -1 when --help was given and the usage printed. */

@@ -262,6 +262,7 @@ static int fetch_status(const char *address, ferry_kv_t **kv, size_t *n)
     o.any_node = 1;
     o.connect_timeout_ms = 1000;
     o.request_timeout_ms = 2000;
+    cli_apply_tls(&o);
     ferry_client_t *c = NULL;
     if (ferry_client_create(&c, &o) != 0)
         return -1;

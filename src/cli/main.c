@@ -29,6 +29,10 @@ static void usage(FILE *f)
             "\nglobal options:\n"
             "  --servers LIST   servers to try in order, host:port,host:port\n"
             "                   (default: $FERRY_SERVERS, else %s)\n"
+            "  --tls            connect with TLS (a ferrys://host:port address does too)\n"
+            "  --ca FILE        CA certificates (PEM) to verify the servers with (implies --tls)\n"
+            "  --cert FILE      client certificate (PEM) for servers that ask for one\n"
+            "  --key FILE       its private key\n"
             "  -h, --help       show this help; 'ferry COMMAND --help' for a command\n"
             "  --version        print the version\n",
             FERRY_DEFAULT_SERVERS);
@@ -55,6 +59,12 @@ int main(int argc, char **argv)
             g.servers = arg + 10;
         } else if (strcmp(arg, "--servers") == 0 && k + 1 < argc) {
             g.servers = argv[++k];
+        } else if (strcmp(arg, "--tls") == 0) {
+            cli_set_tls(arg, "1");
+        } else if ((strcmp(arg, "--ca") == 0 || strcmp(arg, "--cert") == 0 ||
+                    strcmp(arg, "--key") == 0) &&
+                   k + 1 < argc) {
+            cli_set_tls(arg, argv[++k]);
         } else {
             fprintf(stderr,
                     "ferry: unknown or incomplete global option '%s' (see 'ferry --help')\n", arg);

@@ -201,10 +201,16 @@ int ferry_client_create(ferry_client_t **out, const ferry_options_t *o)
     c->on_disconnect = o->on_disconnect;
     c->on_reconnect = o->on_reconnect;
     c->conn_cb_arg = o->conn_cb_arg;
+    c->tls = o->tls;
+    c->tls_ca = o->tls_ca ? ferry_strdup(o->tls_ca) : NULL;
+    c->tls_cert = o->tls_cert ? ferry_strdup(o->tls_cert) : NULL;
+    c->tls_key = o->tls_key ? ferry_strdup(o->tls_key) : NULL;
     make_producer_id(c);
     c->next_id = 2; /* 1 is the HELLO's */
     buf_init(&c->out);
     buf_init(&c->in);
+    buf_init(&c->tls_out);
+    buf_init(&c->tls_in);
     umap_init(&c->reqs);
     umap_init(&c->subs);
     umap_init(&c->consumers);
@@ -213,7 +219,8 @@ int ferry_client_create(ferry_client_t **out, const ferry_options_t *o)
     list_init(&c->pool);
     list_init(&c->all_subs);
     int rc = 0;
-    if (c->servers_opt == NULL || c->client_name == NULL)
+    if (c->servers_opt == NULL || c->client_name == NULL || (o->tls_ca && !c->tls_ca) ||
+        (o->tls_cert && !c->tls_cert) || (o->tls_key && !c->tls_key))
         rc = FERRY_ENOMEM;
     if (rc == 0 && strlen(c->client_name) > PROTO_NAME_MAX)
         rc = FERRY_EINVAL;
@@ -233,6 +240,9 @@ int ferry_client_create(ferry_client_t **out, const ferry_options_t *o)
             close(c->wake_fd);
         ferry_free(c->servers_opt);
         ferry_free(c->client_name);
+        ferry_free(c->tls_ca);
+        ferry_free(c->tls_cert);
+        ferry_free(c->tls_key);
         ferry_free(c);
         return rc;
     }
@@ -297,6 +307,26 @@ static int dial_servers(ferry_client_t *c, struct conn *info, struct buf *extra,
     return 0;
 }
 
+/* Load the TLS settings once, if TLS is on (the option, or a ferrys:// or
+ * tls: address in the list). */
+static int load_tls(ferry_client_t *c)
+{
+    for (size_t i = 0; i < c->nservers; i++)
+        c->tls |= conn_address_tls(c->servers[i]);
+    if (!c->tls || c->tls_ctx != NULL)
+        return 0;
+    struct tls_settings s = {.cert_file = c->tls_cert,
+                             .key_file = c->tls_key,
+                             .ca_file = c->tls_ca,
+                             .verify = TLS_VERIFY_REQUIRED,
+                             .min_version = 12};
+    struct ferry_err err;
+    int rc = tls_ctx_new(&c->tls_ctx, TLS_CLIENT, &s, &err);
+    if (rc != 0)
+        return client_fail(c, FERRY_EINVAL, "TLS: %s", err.msg);
+    return 0;
+}
+
 int ferry_client_connect(ferry_client_t *c)
 {
     if (client_in_io_thread(c))
@@ -327,6 +357,8 @@ int ferry_client_connect(ferry_client_t *c)
             client_fail(c, rc, "%s", rc == FERRY_ENOMEM ? ferry_strerror(rc) : msg);
         c->nservers_given = c->nservers;
     }
+    if (rc == 0)
+        rc = load_tls(c);
     struct conn info;
     struct buf extra;
     buf_init(&extra);
@@ -346,8 +378,7 @@ int ferry_client_connect(ferry_client_t *c)
     if (rc == 0)
         rc = start_io_thread(c);
     if (rc != 0) {
-        close(c->fd);
-        c->fd = -1;
+        client_drop_conn_locked(c);
         c->state = CLIENT_IDLE;
     } else {
         if (used != SIZE_MAX)
@@ -365,9 +396,9 @@ int ferry_client_connect(ferry_client_t *c)
 static void close_flush_locked(ferry_client_t *c)
 {
     uint64_t deadline = clock_mono_ns() + (uint64_t)CLOSE_FLUSH_MS * 1000000u;
-    while (c->state == CLIENT_READY && c->out_off < c->out.len) {
+    while (c->state == CLIENT_READY && client_out_pending(c)) {
         client_flush_locked(c);
-        if (c->out_off >= c->out.len || c->state != CLIENT_READY)
+        if (!client_out_pending(c) || c->state != CLIENT_READY)
             break;
         client_wake_locked(c);
         c->flush_waiters++;
@@ -412,11 +443,16 @@ int ferry_client_close(ferry_client_t *c)
         client_req_cleanup(r);
         ferry_free(r);
     }
-    if (c->fd >= 0)
-        close(c->fd);
+    client_drop_conn_locked(c);
     close(c->wake_fd);
     buf_free(&c->out);
     buf_free(&c->in);
+    buf_free(&c->tls_out);
+    buf_free(&c->tls_in);
+    tls_ctx_free(c->tls_ctx);
+    ferry_free(c->tls_ca);
+    ferry_free(c->tls_cert);
+    ferry_free(c->tls_key);
     ferry_free(c->disp);
     umap_free(&c->reqs);
     umap_free(&c->subs);
@@ -487,10 +523,83 @@ void client_wake_locked(ferry_client_t *c)
     (void)n; /* a full counter means the I/O thread is already woken */
 }
 
+int client_out_pending(const ferry_client_t *c)
+{
+    return c->out_off < c->out.len || c->tls_out_off < c->tls_out.len;
+}
+
+void client_drop_conn_locked(ferry_client_t *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    tls_conn_free(c->info.tls);
+    c->info.tls = NULL;
+    c->tls_out.len = 0;
+    c->tls_out_off = 0;
+}
+
+/* TLS: encrypt the pending plaintext, then send ciphertext as the socket
+ * takes it. Plaintext counts as written once encrypted: the ciphertext left
+ * over keeps the I/O thread polling for POLLOUT until it is out. */
+static void tls_flush_locked(ferry_client_t *c)
+{
+    struct tls_conn *tls = c->info.tls;
+    if (c->out_off < c->out.len) {
+        size_t n = c->out.len - c->out_off;
+        if (tls_conn_encrypt(tls, c->out.data + c->out_off, n) != 0) {
+            io_fail_locked(c, FERRY_EPROTO, "TLS with %s: %s", c->info.address,
+                           tls_conn_error(tls));
+            return;
+        }
+        c->written_total += n;
+        c->out.len = 0;
+        c->out_off = 0;
+    }
+    if (tls_conn_output_pending(tls) > 0) {
+        if (c->tls_out_off > 0) {
+            memmove(c->tls_out.data, c->tls_out.data + c->tls_out_off,
+                    c->tls_out.len - c->tls_out_off);
+            c->tls_out.len -= c->tls_out_off;
+            c->tls_out_off = 0;
+        }
+        if (tls_conn_take_output(tls, &c->tls_out) != 0) {
+            io_fail_locked(c, FERRY_ENOMEM, "out of memory encrypting for %s", c->info.address);
+            return;
+        }
+    }
+    while (c->tls_out_off < c->tls_out.len) {
+        ssize_t n = send(c->fd, c->tls_out.data + c->tls_out_off, c->tls_out.len - c->tls_out_off,
+                         MSG_NOSIGNAL);
+        if (n > 0) {
+            c->tls_out_off += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (c->io_polling)
+                client_wake_locked(c);
+            return;
+        }
+        io_fail_locked(c, FERRY_ECONN, "write to %s failed: %s", c->info.address,
+                       n == 0 ? "no progress" : strerror(errno));
+        return;
+    }
+    c->tls_out.len = 0;
+    c->tls_out_off = 0;
+    if (c->tls_out.cap > 4 * 1024 * 1024)
+        buf_free(&c->tls_out);
+}
+
 void client_flush_locked(ferry_client_t *c)
 {
     if (c->state != CLIENT_READY)
         return;
+    if (c->info.tls != NULL) {
+        tls_flush_locked(c);
+        return;
+    }
     while (c->out_off < c->out.len) {
         ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
         if (n > 0) {

@@ -159,6 +159,11 @@ struct ferry_client {
     ferry_conn_cb on_reconnect;
     void *conn_cb_arg;
     uint8_t producer_id[16];
+    int tls;          /* TLS to every server (option, or a ferrys:// address) */
+    char *tls_ca;     /* option copies, NULL if unset */
+    char *tls_cert;
+    char *tls_key;
+    struct tls_ctx *tls_ctx; /* loaded by connect */
 
     /* servers, parsed by connect; the ones a node named in HELLO_OK are added */
     char **servers;
@@ -187,9 +192,12 @@ struct ferry_client {
     uint32_t redirects;          /* ENOTLEADER redirects in a row */
     char redirect_to[CONN_ADDR_MAX];
 
-    /* output: bytes [out_off, out.len) are waiting to be written */
+    /* output: bytes [out_off, out.len) are waiting to be written; with TLS
+     * they are encrypted into tls_out, whose [tls_out_off, len) is unsent */
     struct buf out;
     size_t out_off;
+    struct buf tls_out;
+    size_t tls_out_off;
     uint64_t out_total;     /* bytes ever appended on this connection */
     uint64_t written_total; /* bytes ever written on this connection */
 
@@ -219,6 +227,7 @@ struct ferry_client {
 
     /* I/O thread only */
     struct buf in;
+    struct buf tls_in; /* ciphertext just read */
     struct disp *disp;
     size_t ndisp;
     size_t disp_cap;
@@ -246,6 +255,10 @@ int client_cond_init(pthread_cond_t *cond);
 int client_usable_locked(ferry_client_t *c);
 /* Write what is buffered, without blocking (locked). */
 void client_flush_locked(ferry_client_t *c);
+/* Whether output waits to be written (locked). */
+int client_out_pending(const ferry_client_t *c);
+/* Close the connection's socket and TLS session, drop unsent ciphertext (locked). */
+void client_drop_conn_locked(ferry_client_t *c);
 /* Output was appended by a non-blocking call: flush it now or make sure
  * someone will soon (locked). */
 void client_kick_locked(ferry_client_t *c, int nagle);

@@ -24,9 +24,36 @@
 
 #define HELLO_REQUEST_ID 1u
 
-int conn_parse_address(const char *address, char *host, size_t host_cap, uint16_t *port, char *msg,
-                       size_t msg_cap)
+static size_t tls_prefix(const char *address)
 {
+    if (strncmp(address, "ferrys://", 9) == 0)
+        return 9;
+    if (strncmp(address, "tls:", 4) == 0)
+        return 4;
+    return 0;
+}
+
+int conn_address_tls(const char *address)
+{
+    return tls_prefix(address) > 0;
+}
+
+void conn_dispose(struct conn *c)
+{
+    if (c->fd >= 0)
+        close(c->fd);
+    c->fd = -1;
+    tls_conn_free(c->tls);
+    c->tls = NULL;
+}
+
+int conn_parse_address(const char *address, char *host, size_t host_cap, uint16_t *port, int *tls,
+                       char *msg, size_t msg_cap)
+{
+    size_t skip = tls_prefix(address);
+    if (tls != NULL)
+        *tls = skip > 0;
+    address += skip;
     const char *h = address;
     size_t hlen;
     const char *p = NULL;
@@ -113,7 +140,7 @@ int conn_parse_servers(const char *list, char ***servers, size_t *count, char *m
         }
         char host[CONN_ADDR_MAX];
         uint16_t port;
-        int rc = conn_parse_address(v[i], host, sizeof host, &port, msg, msg_cap);
+        int rc = conn_parse_address(v[i], host, sizeof host, &port, NULL, msg, msg_cap);
         i++;
         if (rc != 0) {
             conn_free_servers(v, i);
@@ -187,12 +214,13 @@ static int dial_one(const struct addrinfo *ai, uint64_t deadline_ns, int *fd_out
     return 0;
 }
 
-/* TCP connect to address within the deadline; every resolved address is tried. */
-static int dial(const char *address, uint64_t deadline_ns, int *fd, char *msg, size_t cap)
+/* TCP connect to address within the deadline; every resolved address is
+ * tried. host receives the address's host part (what TLS verifies). */
+static int dial(const char *address, uint64_t deadline_ns, int *fd, char *host, char *msg,
+                size_t cap)
 {
-    char host[CONN_ADDR_MAX];
     uint16_t port;
-    int rc = conn_parse_address(address, host, sizeof host, &port, msg, cap);
+    int rc = conn_parse_address(address, host, CONN_ADDR_MAX, &port, NULL, msg, cap);
     if (rc != 0)
         return rc;
     char service[8];
@@ -220,6 +248,14 @@ static int dial(const char *address, uint64_t deadline_ns, int *fd, char *msg, s
     return rc;
 }
 
+/* Everything here reads and writes through a wire: the socket, and the TLS
+ * session on it when there is one. */
+struct wire {
+    int fd;
+    struct tls_conn *tls;
+    struct buf cipher; /* TLS: ciphertext being sent or received */
+};
+
 static int send_all(int fd, const uint8_t *p, size_t n, uint64_t deadline_ns)
 {
     while (n > 0) {
@@ -244,8 +280,95 @@ static int send_all(int fd, const uint8_t *p, size_t n, uint64_t deadline_ns)
     return 0;
 }
 
+/* Send what the TLS session has for the network. */
+static int wire_send_pending(struct wire *w, uint64_t deadline_ns)
+{
+    w->cipher.len = 0;
+    if (tls_conn_take_output(w->tls, &w->cipher) != 0)
+        return FERRY_ENOMEM;
+    return send_all(w->fd, w->cipher.data, w->cipher.len, deadline_ns);
+}
+
+static int wire_send(struct wire *w, const uint8_t *p, size_t n, uint64_t deadline_ns)
+{
+    if (w->tls == NULL)
+        return send_all(w->fd, p, n, deadline_ns);
+    int rc = tls_conn_encrypt(w->tls, p, n);
+    return rc != 0 ? rc : wire_send_pending(w, deadline_ns);
+}
+
+#define WIRE_TLS_ERROR (-100000) /* not an errno */
+
+/* Receive what is there into `in` (decrypted with TLS): >0 progress, 0 the
+ * server closed, <0 -errno (EAGAIN: nothing yet), or WIRE_TLS_ERROR. */
+static ssize_t wire_recv(struct wire *w, struct buf *in)
+{
+    struct buf *into = w->tls != NULL ? &w->cipher : in;
+    if (w->tls != NULL)
+        w->cipher.len = 0;
+    if (buf_reserve(into, 16384) != 0)
+        return -ENOMEM;
+    ssize_t r = recv(w->fd, into->data + into->len, into->cap - into->len, 0);
+    if (r <= 0)
+        return r < 0 ? -errno : 0;
+    into->len += (size_t)r;
+    if (w->tls != NULL) {
+        int rc = tls_conn_input(w->tls, w->cipher.data, w->cipher.len, in);
+        if (rc != 0)
+            return rc == FERRY_ECLOSED ? 0 : WIRE_TLS_ERROR;
+    }
+    return r;
+}
+
+/* The TLS handshake on a connected socket, within the deadline. */
+static int tls_handshake(struct wire *w, const char *address, uint64_t deadline_ns, char *msg,
+                         size_t cap)
+{
+    struct buf none;
+    buf_init(&none);
+    int rc = tls_conn_start(w->tls);
+    if (rc == 0)
+        rc = wire_send_pending(w, deadline_ns);
+    while (rc == 0 && !tls_conn_established(w->tls)) {
+        ssize_t r = wire_recv(w, &none);
+        if (r > 0) {
+            rc = wire_send_pending(w, deadline_ns);
+            continue;
+        }
+        if (r == WIRE_TLS_ERROR) {
+            (void)wire_send_pending(w, deadline_ns); /* the alert tells the server why */
+            snprintf(msg, cap, "%s: %s", address, tls_conn_error(w->tls));
+            rc = FERRY_EPROTO;
+        } else if (r == 0) {
+            snprintf(msg, cap,
+                     "%s: connection closed by the server during the TLS handshake (does it "
+                     "have client_tls on?)",
+                     address);
+            rc = FERRY_ECONN;
+        } else if (r == -EINTR) {
+            continue;
+        } else if (r == -EAGAIN || r == -EWOULDBLOCK) {
+            int wr = wait_fd(w->fd, POLLIN, deadline_ns);
+            if (wr == 0) {
+                snprintf(msg, cap, "%s: no TLS handshake in time", address);
+                rc = FERRY_ETIMEDOUT;
+            } else if (wr < 0) {
+                snprintf(msg, cap, "%s: %s", address, strerror(-wr));
+                rc = FERRY_ECONN;
+            }
+        } else {
+            snprintf(msg, cap, "%s: %s", address, strerror((int)-r));
+            rc = FERRY_ECONN;
+        }
+    }
+    if (rc != 0 && msg[0] == '\0')
+        snprintf(msg, cap, "%s: TLS handshake failed: %s", address, ferry_strerror(rc));
+    buf_free(&none);
+    return rc;
+}
+
 /* Read one whole frame into in (which may hold more after it); *flen its size. */
-static int recv_frame(int fd, struct buf *in, uint32_t max_frame, uint64_t deadline_ns,
+static int recv_frame(struct wire *w, struct buf *in, uint32_t max_frame, uint64_t deadline_ns,
                       struct proto_header *h, size_t *flen, const char *address, char *msg,
                       size_t cap)
 {
@@ -257,30 +380,33 @@ static int recv_frame(int fd, struct buf *in, uint32_t max_frame, uint64_t deadl
             snprintf(msg, cap, "%s: malformed reply to HELLO (%s)", address, ferry_strerror(rc));
             return FERRY_EPROTO;
         }
-        if (buf_reserve(in, 4096) != 0)
-            return FERRY_ENOMEM;
-        ssize_t r = recv(fd, in->data + in->len, in->cap - in->len, 0);
-        if (r > 0) {
-            in->len += (size_t)r;
+        ssize_t r = wire_recv(w, in);
+        if (r > 0)
             continue;
+        if (r == WIRE_TLS_ERROR) {
+            snprintf(msg, cap, "%s: %s", address, tls_conn_error(w->tls));
+            return FERRY_EPROTO;
         }
+        if (r == -ENOMEM)
+            return FERRY_ENOMEM;
         if (r == 0) {
             snprintf(msg, cap, "%s: connection closed by the server during HELLO", address);
             return FERRY_ECONN;
         }
+        errno = (int)-r;
         if (errno == EINTR)
             continue;
         if (errno != EAGAIN && errno != EWOULDBLOCK) {
             snprintf(msg, cap, "%s: %s", address, strerror(errno));
             return FERRY_ECONN;
         }
-        int w = wait_fd(fd, POLLIN, deadline_ns);
-        if (w == 0) {
+        int wr = wait_fd(w->fd, POLLIN, deadline_ns);
+        if (wr == 0) {
             snprintf(msg, cap, "%s: no reply to HELLO in time", address);
             return FERRY_ETIMEDOUT;
         }
-        if (w < 0) {
-            snprintf(msg, cap, "%s: %s", address, strerror(-w));
+        if (wr < 0) {
+            snprintf(msg, cap, "%s: %s", address, strerror(-wr));
             return FERRY_ECONN;
         }
     }
@@ -304,7 +430,8 @@ static void take_hello(struct conn *out, const struct proto_hello_ok *ok, int fd
 
 /* HELLO on an open socket. 0 (HELLO_OK), FERRY_ENOTLEADER with leader set,
  * or another error with msg. */
-static int hello(const struct conn_params *p, int fd, const char *address, uint64_t deadline_ns,
+static int hello(const struct conn_params *p, struct wire *wire, const char *address,
+                 uint64_t deadline_ns,
                  struct conn *out, struct buf *extra, char *leader, size_t leader_cap, char *msg,
                  size_t cap)
 {
@@ -318,7 +445,7 @@ static int hello(const struct conn_params *p, int fd, const char *address, uint6
         memcpy(h.producer_id, p->producer_id, sizeof h.producer_id);
     int rc = proto_encode_hello(&b, HELLO_REQUEST_ID, &h);
     if (rc == 0) {
-        rc = send_all(fd, b.data, b.len, deadline_ns);
+        rc = wire_send(wire, b.data, b.len, deadline_ns);
         if (rc != 0)
             snprintf(msg, cap, "%s: cannot send HELLO: %s", address,
                      rc == FERRY_ETIMEDOUT ? "timed out" : strerror(errno));
@@ -327,7 +454,7 @@ static int hello(const struct conn_params *p, int fd, const char *address, uint6
     struct proto_header hdr;
     size_t flen = 0;
     if (rc == 0)
-        rc = recv_frame(fd, &b, p->max_frame, deadline_ns, &hdr, &flen, address, msg, cap);
+        rc = recv_frame(wire, &b, p->max_frame, deadline_ns, &hdr, &flen, address, msg, cap);
     if (rc != 0)
         goto out;
     const uint8_t *body = b.data + PROTO_HEADER_SIZE;
@@ -347,7 +474,7 @@ static int hello(const struct conn_params *p, int fd, const char *address, uint6
             snprintf(msg, cap, "%s: malformed HELLO_OK", address);
             rc = FERRY_EPROTO;
         } else {
-            take_hello(out, ok, fd, address);
+            take_hello(out, ok, wire->fd, address);
             rc = buf_append(extra, b.data + flen, b.len - flen);
         }
         ferry_free(ok);
@@ -380,15 +507,26 @@ int conn_open(const struct conn_params *p, const char *address, struct conn *out
     for (uint32_t redirects = 0;; redirects++) {
         uint64_t deadline = clock_mono_ns() + (uint64_t)p->timeout_ms * 1000000u;
         char m[CONN_MSG_MAX] = "";
-        int fd = -1;
-        int rc = dial(addr, deadline, &fd, m, sizeof m);
+        char host[CONN_ADDR_MAX];
+        struct wire w = {.fd = -1};
+        buf_init(&w.cipher);
+        int rc = dial(addr, deadline, &w.fd, host, m, sizeof m);
+        if (rc == 0 && p->tls != NULL) {
+            w.tls = tls_conn_new(p->tls, host);
+            rc = w.tls == NULL ? FERRY_ENOMEM : tls_handshake(&w, addr, deadline, m, sizeof m);
+        }
         if (rc == 0) {
             leader[0] = '\0';
-            rc = hello(p, fd, addr, deadline, out, extra, leader, sizeof leader, m, sizeof m);
-            if (rc == 0)
-                return 0;
-            close(fd);
+            rc = hello(p, &w, addr, deadline, out, extra, leader, sizeof leader, m, sizeof m);
         }
+        buf_free(&w.cipher);
+        if (rc == 0) {
+            out->tls = w.tls;
+            return 0;
+        }
+        if (w.fd >= 0)
+            close(w.fd);
+        tls_conn_free(w.tls);
         if (rc == FERRY_ENOTLEADER && leader[0] != '\0' && redirects < p->max_redirects) {
             size_t t = strlen(trail);
             snprintf(trail + t, sizeof trail - t, "%s redirected to %s; ", addr, leader);

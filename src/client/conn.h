@@ -10,6 +10,7 @@
 #ifndef FERRY_CLIENT_CONN_H
 #define FERRY_CLIENT_CONN_H
 
+#include "tls/tls.h"
 #include "util/buf.h"
 #include <ferry/ferry.h>
 #include <stddef.h>
@@ -25,6 +26,8 @@ struct conn_params {
     uint32_t max_redirects; /* ENOTLEADER answers followed */
     int any_node;           /* HELLO with PROTO_F_ANY_NODE */
     const uint8_t *producer_id; /* 16 bytes sent in HELLO; NULL: none */
+    struct tls_ctx *tls; /* non-NULL: TLS to every address, the server's certificate
+                            checked against the address's host name or IP */
 };
 
 #define CONN_ENDPOINTS_MAX 16 /* client addresses kept from HELLO_OK */
@@ -32,6 +35,7 @@ struct conn_params {
 /* An open, greeted connection and what the node said in HELLO_OK. */
 struct conn {
     int fd; /* non-blocking, TCP_NODELAY, close-on-exec */
+    struct tls_conn *tls; /* the established TLS session, or NULL: plaintext */
     char address[CONN_ADDR_MAX];
     char server_version[FERRY_NAME_MAX + 1];
     char role[32];
@@ -43,9 +47,14 @@ struct conn {
 };
 
 /* Split an address into host (brackets removed) and port (default
- * FERRY_DEFAULT_PORT). 0 or FERRY_EINVAL with a message in msg. */
-int conn_parse_address(const char *address, char *host, size_t host_cap, uint16_t *port, char *msg,
-                       size_t msg_cap);
+ * FERRY_DEFAULT_PORT); a "ferrys://" or "tls:" prefix is removed and
+ * reported in *tls (may be NULL). 0 or FERRY_EINVAL with a message in msg. */
+int conn_parse_address(const char *address, char *host, size_t host_cap, uint16_t *port, int *tls,
+                       char *msg, size_t msg_cap);
+/* Whether an address carries a TLS prefix. */
+int conn_address_tls(const char *address);
+/* Close the socket and free the TLS session of an open connection. */
+void conn_dispose(struct conn *c);
 
 /* Split a comma-separated servers list into a heap array of heap strings
  * (free with conn_free_servers); every entry is checked with

@@ -80,7 +80,7 @@ void failover_learn_locked(ferry_client_t *c, const struct conn *info)
             continue;
         char host[CONN_ADDR_MAX], why[CONN_MSG_MAX];
         uint16_t port;
-        if (conn_parse_address(a, host, sizeof host, &port, why, sizeof why) != 0)
+        if (conn_parse_address(a, host, sizeof host, &port, NULL, why, sizeof why) != 0)
             continue;
         char **v = ferry_realloc(c->servers, (c->nservers + 1) * sizeof *v);
         if (v == NULL)
@@ -135,7 +135,8 @@ int failover_dial(ferry_client_t *c, const char *preferred, uint64_t deadline_ns
                             .max_frame = c->max_frame,
                             .max_redirects = c->max_redirects,
                             .any_node = c->any_node,
-                            .producer_id = c->producer_id};
+                            .producer_id = c->producer_id,
+                            .tls = c->tls_ctx};
     uint64_t backoff = c->backoff_initial_ms;
     pthread_mutex_unlock(&c->mu);
     if (list == NULL) {
@@ -151,6 +152,7 @@ int failover_dial(ferry_client_t *c, const char *preferred, uint64_t deadline_ns
     char cur[CLIENT_MSG_MAX];
     for (unsigned round = 0;; round++) {
         size_t at = 0;
+        size_t misfits = 0; /* answers that say this client cannot work here */
         cur[0] = '\0';
         size_t tries = n + (round == 0 && pref[0] ? 1 : 0);
         for (size_t k = 0; k < tries; k++) {
@@ -190,11 +192,15 @@ int failover_dial(ferry_client_t *c, const char *preferred, uint64_t deadline_ns
             }
             if (at < sizeof cur)
                 at += (size_t)snprintf(cur + at, sizeof cur - at, "%s%s", at ? "; " : "", m);
+            misfits += rc == FERRY_ENOTSUP || rc == FERRY_EVERSION;
         }
         if (at > 0)
             memcpy(all, cur, sizeof all);
         uint64_t now = clock_mono_ns();
-        if (single_round || now >= deadline_ns)
+        /* Every server refused this client for what it is (plaintext where
+         * TLS is required, a protocol version it does not speak): waiting
+         * will not change that. */
+        if (single_round || now >= deadline_ns || (misfits > 0 && misfits == tries))
             break;
         uint64_t wait = jittered(c, backoff);
         uint64_t left_ms = (deadline_ns - now) / 1000000u;
@@ -364,10 +370,7 @@ void failover_reconnect_locked(ferry_client_t *c)
     char from[CONN_ADDR_MAX];
     snprintf(from, sizeof from, "%s", c->info.address);
     c->stats.disconnects++;
-    if (c->fd >= 0) {
-        close(c->fd);
-        c->fd = -1;
-    }
+    client_drop_conn_locked(c);
     c->in.len = 0;
     c->out.len = 0;
     c->out_off = 0;
@@ -412,7 +415,7 @@ void failover_reconnect_locked(ferry_client_t *c)
     io_run_dispatch_locked(c);
     if (c->state != CLIENT_RECONNECTING) { /* closing */
         if (rc == 0)
-            close(info.fd);
+            conn_dispose(&info);
         buf_free(&extra);
         return;
     }

@@ -148,10 +148,7 @@ void io_fail_all_locked(ferry_client_t *c)
         struct ferry_sub *s = list_entry(pos, struct ferry_sub, link);
         sub_end_locked(c, s, code, msg);
     }
-    if (c->fd >= 0) {
-        close(c->fd);
-        c->fd = -1;
-    }
+    client_drop_conn_locked(c);
     pthread_cond_broadcast(&c->async_cond);
 }
 
@@ -633,17 +630,16 @@ static void redirect_locked(ferry_client_t *c)
     snprintf(target, sizeof target, "%s", c->redirect_to);
     snprintf(from, sizeof from, "%s", c->info.address);
     c->state = CLIENT_REDIRECTING;
-    int old = c->fd;
-    c->fd = -1;
+    client_drop_conn_locked(c);
     c->in.len = 0;
     struct conn_params p = {.client_name = c->client_name,
                             .timeout_ms = c->connect_timeout_ms,
                             .max_frame = c->max_frame,
                             .max_redirects = c->max_redirects,
                             .any_node = c->any_node,
-                            .producer_id = c->producer_id};
+                            .producer_id = c->producer_id,
+                            .tls = c->tls_ctx};
     pthread_mutex_unlock(&c->mu);
-    close(old);
     struct conn info;
     struct buf extra;
     buf_init(&extra);
@@ -652,7 +648,7 @@ static void redirect_locked(ferry_client_t *c)
     pthread_mutex_lock(&c->mu);
     if (c->state != CLIENT_REDIRECTING) { /* closing */
         if (rc == 0)
-            close(info.fd);
+            conn_dispose(&info);
         buf_free(&extra);
         return;
     }
@@ -687,8 +683,55 @@ static void redirect_locked(ferry_client_t *c)
 
 /* ---- the loop ---- */
 
+static void read_ended_locked(ferry_client_t *c, ssize_t n);
+
+/* TLS: read ciphertext, decrypt it into c->in under the lock (the session
+ * is shared with the writers), send what the session wants sent. Returns
+ * bytes read (> 0), 0 at EOF, or -errno; -EPROTO after a TLS failure,
+ * already reported. */
+static ssize_t tls_read_locked(ferry_client_t *c)
+{
+    if (buf_reserve(&c->tls_in, CLIENT_READ_CHUNK) != 0)
+        return -ENOMEM;
+    int fd = c->fd;
+    pthread_mutex_unlock(&c->mu);
+    ssize_t n = recv(fd, c->tls_in.data, c->tls_in.cap, 0);
+    int err = errno;
+    pthread_mutex_lock(&c->mu);
+    if (n <= 0)
+        return n < 0 ? -err : 0;
+    if (c->state != CLIENT_READY)
+        return -EAGAIN;
+    int rc = tls_conn_input(c->info.tls, c->tls_in.data, (size_t)n, &c->in);
+    if (rc == FERRY_ECLOSED)
+        return 0;
+    if (rc != 0) {
+        io_fail_locked(c, rc == FERRY_ENOMEM ? FERRY_ENOMEM : FERRY_EPROTO, "TLS with %s: %s",
+                       c->info.address, tls_conn_error(c->info.tls));
+        return -EPROTO;
+    }
+    if (tls_conn_output_pending(c->info.tls) > 0)
+        client_flush_locked(c);
+    return n;
+}
+
 static void read_input_locked(ferry_client_t *c)
 {
+    if (c->info.tls != NULL) {
+        ssize_t n = tls_read_locked(c);
+        if (c->state != CLIENT_READY || n == -EPROTO)
+            return;
+        if (n > 0) {
+            c->rx_ns = clock_mono_ns();
+            c->ping_ns = 0;
+            if (process_input_locked(c) == HANDLE_REDIRECT)
+                redirect_locked(c);
+            return;
+        }
+        errno = n < 0 ? (int)-n : 0;
+        read_ended_locked(c, n);
+        return;
+    }
     if (c->in.cap - c->in.len < CLIENT_READ_CHUNK / 4 &&
         buf_reserve(&c->in, CLIENT_READ_CHUNK) != 0) {
         io_fail_locked(c, FERRY_ENOMEM, "out of memory reading from %s", c->info.address);
@@ -709,6 +752,14 @@ static void read_input_locked(ferry_client_t *c)
             redirect_locked(c);
         return;
     }
+    errno = err;
+    read_ended_locked(c, n);
+}
+
+/* A read returned n <= 0 (errno set): nothing yet, or the connection is gone. */
+static void read_ended_locked(ferry_client_t *c, ssize_t n)
+{
+    int err = errno;
     if (n < 0 && (err == EINTR || err == EAGAIN || err == EWOULDBLOCK))
         return;
     if (n < 0) {
@@ -854,7 +905,7 @@ void *io_main(void *arg)
         }
         int timeout = io_expire_locked(c);
         client_flush_locked(c);
-        int pending_out = c->out_off < c->out.len;
+        int pending_out = client_out_pending(c);
         if (!pending_out && c->flush_waiters)
             pthread_cond_broadcast(&c->async_cond);
         if (c->ndisp > 0) {

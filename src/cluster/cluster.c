@@ -269,7 +269,14 @@ static uint64_t fnv1a(const char *s)
     return h;
 }
 
-int cluster_start(struct cluster *c, uv_loop_t *loop, const struct config *cfg, struct broker *b,
+void cluster_set_tls(struct cluster *c, const struct cluster_tls *tls)
+{
+    if (c->node != NULL)
+        rnode_set_tls(c->node, tls->accept, tls->dial);
+}
+
+int cluster_start(struct cluster *c, uv_loop_t *loop, const struct config *cfg,
+                  const struct cluster_tls *tls, struct broker *b,
                   const struct cluster_events *ev, void *ctx, struct ferry_err *err)
 {
     memset(c, 0, sizeof *c);
@@ -335,6 +342,10 @@ int cluster_start(struct cluster *c, uv_loop_t *loop, const struct config *cfg, 
     rc_cfg.election_timeout_ms = cfg->raft_election_min_ms;
     rc_cfg.election_timeout_max_ms = cfg->raft_election_max_ms;
     rc_cfg.verify_ip = cfg->verify_replication_node_ip;
+    if (tls != NULL) {
+        rc_cfg.tls_accept = tls->accept;
+        rc_cfg.tls_dial = tls->dial;
+    }
     rc_cfg.join = cfg->cluster_join;
     rc_cfg.client_address = client_address;
     rc_cfg.seed = ((uint64_t)c->node_id << 32) ^ (uint64_t)uv_hrtime();

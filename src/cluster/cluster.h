@@ -81,9 +81,21 @@ struct cluster {
     uint64_t last_applied;
 };
 
-/* Start the Raft node for cfg on loop; the broker is open. */
-int cluster_start(struct cluster *c, uv_loop_t *loop, const struct config *cfg, struct broker *b,
-                  const struct cluster_events *ev, void *ctx, struct ferry_err *err);
+struct tls_ctx;
+
+/* TLS contexts for node links (NULL members: plaintext); the caller keeps
+ * them alive while the node runs or until it sets others. */
+struct cluster_tls {
+    struct tls_ctx *accept;
+    struct tls_ctx *dial;
+};
+
+/* Start the Raft node for cfg on loop; the broker is open. tls may be NULL. */
+int cluster_start(struct cluster *c, uv_loop_t *loop, const struct config *cfg,
+                  const struct cluster_tls *tls, struct broker *b, const struct cluster_events *ev,
+                  void *ctx, struct ferry_err *err);
+/* Node links made from now on use these contexts (certificate reload). */
+void cluster_set_tls(struct cluster *c, const struct cluster_tls *tls);
 /* Stop the node; pending and in-flight callbacks run with EUNAVAILABLE.
  * done(arg) runs from the loop once the node's handles are closed. */
 void cluster_stop(struct cluster *c, void (*done)(void *arg), void *arg);

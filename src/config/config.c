@@ -19,7 +19,20 @@
 #include <string.h>
 #include <strings.h>
 
-enum kind { K_ENDPOINT, K_PATH, K_SIZE, K_NUMBER, K_DURATION, K_BOOL, K_LEVEL, K_MEMBERS, K_NAME };
+enum kind {
+    K_ENDPOINT,
+    K_PATH,
+    K_SIZE,
+    K_NUMBER,
+    K_DURATION,
+    K_BOOL,
+    K_LEVEL,
+    K_MEMBERS,
+    K_NAME,
+    K_FILE,   /* a file path; empty = none (or the key it defaults to) */
+    K_CHOICE, /* one of `choices`, stored as its index */
+    K_TEXT,   /* free text without control characters */
+};
 
 struct key {
     const char *name;
@@ -30,7 +43,12 @@ struct key {
     uint16_t port;       /* endpoints: the port when none is given (0 = a port is required) */
     int optional;        /* endpoints: "none" allowed; paths: empty allowed (= derived) */
     const char *initial; /* the default, written as a value */
+    const char *const *choices; /* K_CHOICE: the values, NULL-terminated */
 };
+
+static const char *const client_tls_choices[] = {"no", "yes", "required", NULL};
+static const char *const verify_client_choices[] = {"no", "optional", "required", NULL};
+static const char *const tls_version_choices[] = {"1.2", "1.3", NULL};
 
 #define FIELD(f) .offset = offsetof(struct config, f), .width = sizeof(((struct config *)0)->f)
 #define KIB 1024ull
@@ -69,6 +87,22 @@ static const struct key keys[] = {
     {"verify_replication_node_ip", K_BOOL, FIELD(verify_replication_node_ip), .initial = "no"},
     {"cluster_join", K_BOOL, FIELD(cluster_join), .initial = "no"},
     {"cluster_name", K_NAME, FIELD(cluster_name), .initial = "ferry"},
+    {"replication_tls", K_BOOL, FIELD(replication_tls), .initial = "no"},
+    {"replication_tls_certificate", K_FILE, FIELD(replication_tls_certificate), .initial = ""},
+    {"replication_tls_key", K_FILE, FIELD(replication_tls_key), .initial = ""},
+    {"replication_tls_ca", K_FILE, FIELD(replication_tls_ca), .initial = ""},
+    {"client_tls", K_CHOICE, FIELD(client_tls), .initial = "no", .choices = client_tls_choices},
+    {"client_tls_certificate", K_FILE, FIELD(client_tls_certificate), .initial = ""},
+    {"client_tls_key", K_FILE, FIELD(client_tls_key), .initial = ""},
+    {"client_tls_ca", K_FILE, FIELD(client_tls_ca), .initial = ""},
+    {"client_tls_verify_client", K_CHOICE, FIELD(client_tls_verify_client), .initial = "no",
+     .choices = verify_client_choices},
+    {"tls_min_version", K_CHOICE, FIELD(tls_min_version), .initial = "1.2",
+     .choices = tls_version_choices},
+    {"tls_ciphers", K_TEXT, FIELD(tls_ciphers), .initial = ""},
+    {"tls_ciphersuites", K_TEXT, FIELD(tls_ciphersuites), .initial = ""},
+    {"client_handshake_timeout", K_DURATION, FIELD(client_handshake_timeout_ms), 100,
+     3600 * SECOND, .initial = "10s"},
     {"raft_heartbeat_interval", K_DURATION, FIELD(raft_heartbeat_ms), 1, 10 * SECOND,
      .initial = "50ms"},
     {"raft_election_timeout_min", K_DURATION, FIELD(raft_election_min_ms), 1, 60 * SECOND,
@@ -209,6 +243,33 @@ static int parse_value(const struct key *k, const char *s, union value *v, char 
         return 0;
     case K_MEMBERS:
         return parse_members_value(s, v, why, n);
+    case K_FILE:
+        v->path = s;
+        if (s[0] == '\0')
+            return 0;
+        if (strlen(s) >= k->width)
+            return config_fail(why, n, "the path is longer than %zu bytes", k->width - 1);
+        return parse_path(k, s, why, n);
+    case K_TEXT:
+        if (strlen(s) >= k->width)
+            return config_fail(why, n, "expected at most %zu characters", k->width - 1);
+        for (const char *p = s; *p; p++)
+            if (iscntrl((unsigned char)*p))
+                return config_fail(why, n, "the value contains a control character");
+        v->path = s;
+        return 0;
+    case K_CHOICE: {
+        char allowed[128] = "";
+        for (int i = 0; k->choices[i] != NULL; i++) {
+            if (strcasecmp(s, k->choices[i]) == 0) {
+                v->flag = i;
+                return 0;
+            }
+            size_t len = strlen(allowed);
+            snprintf(allowed + len, sizeof allowed - len, "%s%s", i ? ", " : "", k->choices[i]);
+        }
+        return config_fail(why, n, "expected one of %s", allowed);
+    }
     case K_NAME:
         if (s[0] == '\0' || strlen(s) >= k->width)
             return config_fail(why, n, "expected 1 to %zu characters", k->width - 1);
@@ -258,11 +319,14 @@ static void store(struct config *c, const struct key *k, const union value *v)
         break;
     case K_PATH:
     case K_NAME:
+    case K_FILE:
+    case K_TEXT:
         memset(field, 0, k->width);
         memcpy(field, v->path, strlen(v->path));
         break;
     case K_BOOL:
     case K_LEVEL:
+    case K_CHOICE:
         memcpy(field, &v->flag, sizeof v->flag);
         break;
     case K_MEMBERS:
@@ -353,7 +417,12 @@ static void format_value(const struct config *c, const struct key *k, char *out,
         config_format_members(c->members, c->member_count, out, n);
         break;
     case K_NAME:
+    case K_FILE:
+    case K_TEXT:
         snprintf(out, n, "%s", field);
+        break;
+    case K_CHOICE:
+        snprintf(out, n, "%s", k->choices[*(const int *)(const void *)field]);
         break;
     }
 }
@@ -472,6 +541,41 @@ static int check_ports_apart(const struct config *c, struct ferry_err *err)
                          ep);
 }
 
+static int check_tls(const struct config *c, struct ferry_err *err)
+{
+    static const char *const rep_keys[3] = {"replication_tls_certificate", "replication_tls_key",
+                                            "replication_tls_ca"};
+    const char *rep_vals[3] = {c->replication_tls_certificate, c->replication_tls_key,
+                               c->replication_tls_ca};
+    for (int i = 0; c->replication_tls && i < 3; i++) {
+        if (rep_vals[i][0] == '\0')
+            return ferry_err_set(err, FERRY_ECONFIG,
+                                 "replication_tls is on but %s is not set (node links need this "
+                                 "node's certificate and key and the cluster CA)",
+                                 rep_keys[i]);
+    }
+    if (c->client_tls != CLIENT_TLS_NO) {
+        if (c->client_tls_certificate[0] == '\0' && c->replication_tls_certificate[0] == '\0')
+            return ferry_err_set(err, FERRY_ECONFIG,
+                                 "client_tls is on but neither client_tls_certificate nor "
+                                 "replication_tls_certificate is set");
+        if (c->client_tls_key[0] == '\0' && c->replication_tls_key[0] == '\0')
+            return ferry_err_set(err, FERRY_ECONFIG,
+                                 "client_tls is on but neither client_tls_key nor "
+                                 "replication_tls_key is set");
+    }
+    if (c->client_tls_verify_client != VERIFY_CLIENT_NO) {
+        if (c->client_tls == CLIENT_TLS_NO)
+            return ferry_err_set(err, FERRY_ECONFIG,
+                                 "client_tls_verify_client is set but client_tls is no");
+        if (c->client_tls_ca[0] == '\0' && c->replication_tls_ca[0] == '\0')
+            return ferry_err_set(err, FERRY_ECONFIG,
+                                 "client_tls_verify_client needs a CA: set client_tls_ca (or "
+                                 "replication_tls_ca)");
+    }
+    return 0;
+}
+
 int config_validate(const struct config *c, struct ferry_err *err)
 {
     int rc = check_raft_timing(c, err);
@@ -481,5 +585,7 @@ int config_validate(const struct config *c, struct ferry_err *err)
         rc = c->member_count == 0 ? check_single_node(c, err) : check_this_node(c, err);
     if (rc == 0)
         rc = check_ports_apart(c, err);
+    if (rc == 0)
+        rc = check_tls(c, err);
     return rc;
 }

@@ -38,6 +38,10 @@ struct config_member { /* one entry of cluster_membership: [priority]id:host:por
     struct config_endpoint endpoint;
 };
 
+enum config_client_tls { CLIENT_TLS_NO = 0, CLIENT_TLS_YES = 1, CLIENT_TLS_REQUIRED = 2 };
+enum config_verify_client { VERIFY_CLIENT_NO = 0, VERIFY_CLIENT_OPTIONAL = 1, VERIFY_CLIENT_REQUIRED = 2 };
+enum config_tls_version { TLS_MIN_1_2 = 0, TLS_MIN_1_3 = 1 };
+
 struct config {
     /* client service */
     struct config_endpoint client_endpoint; /* default 127.0.0.1:7878 */
@@ -66,6 +70,21 @@ struct config {
     int verify_replication_node_ip;   /* default 0 */
     int cluster_join;                 /* default 0: a new node that waits to be added online */
     char cluster_name[65];            /* default "ferry": nodes link only within one name */
+
+    /* TLS (docs/tls.md) */
+    int replication_tls;                               /* default 0: node links in plaintext */
+    char replication_tls_certificate[CONFIG_PATH_MAX]; /* this node's certificate (PEM chain) */
+    char replication_tls_key[CONFIG_PATH_MAX];
+    char replication_tls_ca[CONFIG_PATH_MAX];          /* the cluster CA */
+    int client_tls;                                    /* enum config_client_tls */
+    char client_tls_certificate[CONFIG_PATH_MAX];      /* "" = replication_tls_certificate */
+    char client_tls_key[CONFIG_PATH_MAX];              /* "" = replication_tls_key */
+    char client_tls_ca[CONFIG_PATH_MAX];               /* "" = replication_tls_ca */
+    int client_tls_verify_client;                      /* enum config_verify_client */
+    int tls_min_version;                               /* enum config_tls_version */
+    char tls_ciphers[256];                             /* TLS 1.2 list; "" = OpenSSL's */
+    char tls_ciphersuites[256];                        /* TLS 1.3 suites; "" = OpenSSL's */
+    uint64_t client_handshake_timeout_ms;              /* default 10s: TLS + HELLO */
 
     /* Raft timing (issue: replicated cluster) */
     uint32_t raft_heartbeat_ms;       /* default 50; 1 .. 10000 */

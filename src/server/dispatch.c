@@ -692,6 +692,10 @@ static int on_status(struct session *ss, const struct proto_header *h)
         }
     }
     kv(st, "log_syncs", "%llu", (unsigned long long)rs->syncs);
+    kv(st, "links_tls", "%s", srv->tls.node_accept != NULL ? "yes" : "no");
+    kv(st, "links_refused", "%llu", (unsigned long long)rs->links_refused);
+    kv(st, "links_last_refused", "%s", rs->links_last_refused[0] ? rs->links_last_refused : "-");
+    kv(st, "links_tls_failed", "%llu", (unsigned long long)rs->links_tls_failed);
     kv(st, "log_entries_written", "%llu", (unsigned long long)rs->entries_persisted);
     for (uint32_t i = 0; i < rs->n_peers; i++) {
         const struct rnode_peer_status *p = &rs->peers[i];
@@ -723,6 +727,14 @@ static int on_status(struct session *ss, const struct proto_header *h)
     kv(st, "frames_in", "%llu", (unsigned long long)srv->frames_in);
     kv(st, "frames_out", "%llu", (unsigned long long)srv->frames_out);
     kv(st, "protocol_errors", "%llu", (unsigned long long)srv->protocol_errors);
+    static const char *const client_tls[] = {"no", "yes", "required"};
+    kv(st, "client_tls", "%s", client_tls[srv->cfg->client_tls]);
+    kv(st, "tls_sessions", "%llu", (unsigned long long)srv->tls_sessions);
+    kv(st, "tls_failures", "%llu", (unsigned long long)srv->tls_failures);
+    kv(st, "plaintext_refused", "%llu", (unsigned long long)srv->plaintext_refused);
+    kv(st, "handshake_timeouts", "%llu", (unsigned long long)srv->handshake_timeouts);
+    kv(st, "tls_reloads", "%llu", (unsigned long long)srv->tls_reloads);
+    kv(st, "tls_reload_failures", "%llu", (unsigned long long)srv->tls_reload_failures);
     kv(st, "max_message_size", "%llu", (unsigned long long)srv->cfg->max_message_size);
     if (proto_encode_status_ok(&ss->obuf, h->request_id, st) == 0)
         srv->frames_out++;

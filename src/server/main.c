@@ -85,7 +85,7 @@ static void close_walk_cb(uv_handle_t *h, void *arg)
         uv_close(h, NULL);
 }
 
-static int run(const struct config *cfg)
+static int run(const struct config *cfg, struct server_tls *tls)
 {
     struct ferry_err err;
     ferry_err_clear(&err);
@@ -93,6 +93,7 @@ static int run(const struct config *cfg)
     if (make_dirs(cfg->data_directory, &err) != 0 ||
         lock_data_dir(cfg->data_directory, &lock_fd, &err) != 0) {
         log_error("main", "%s", err.msg);
+        server_tls_free(tls);
         return 1;
     }
     char db_path[CONFIG_PATH_MAX + 16];
@@ -114,6 +115,7 @@ static int run(const struct config *cfg)
     if (broker_open(&broker, &bcfg, &err) != 0) {
         log_error("main", "cannot open the message database %s: %s", db_path, err.msg);
         close(lock_fd);
+        server_tls_free(tls);
         return 1;
     }
     struct broker_stats bs;
@@ -127,7 +129,7 @@ static int run(const struct config *cfg)
     uv_loop_t loop;
     uv_loop_init(&loop);
     static struct server srv;
-    int rc = server_start(&srv, &loop, cfg, broker, &err);
+    int rc = server_start(&srv, &loop, cfg, tls, broker, &err);
     if (rc != 0) {
         log_error("main", "%s", err.msg);
     } else {
@@ -137,8 +139,7 @@ static int run(const struct config *cfg)
     uv_walk(&loop, close_walk_cb, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     uv_loop_close(&loop);
-    if (rc == 0)
-        server_destroy(&srv);
+    server_destroy(&srv);
     broker_close(broker);
     close(lock_fd);
     if (rc == 0)
@@ -188,5 +189,11 @@ int main(int argc, char **argv)
         config_print(&cfg, stdout);
         return 0;
     }
-    return run(&cfg);
+    /* Certificates are configuration: a file that does not load is exit 2. */
+    struct server_tls tls;
+    if (server_tls_load(&cfg, &tls, &err) != 0) {
+        fprintf(stderr, "ferryd: %s\n", err.msg);
+        return 2;
+    }
+    return run(&cfg, &tls);
 }

@@ -111,6 +111,7 @@ static void propose_deferred(struct server *srv)
 static void housekeeping_cb(uv_timer_t *t)
 {
     struct server *srv = t->data;
+    session_sweep_handshakes(srv, clock_mono_ms());
     if (!cluster_serving(&srv->cluster))
         return;
     propose_deferred(srv);
@@ -196,10 +197,21 @@ static int resolve_listen(const struct config_endpoint *ep, struct sockaddr_stor
     return 0;
 }
 
+static void on_sighup(uv_signal_t *h, int signum)
+{
+    (void)signum;
+    server_tls_reload(h->data);
+}
+
 int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg,
-                 struct broker *broker, struct ferry_err *err)
+                 struct server_tls *tls, struct broker *broker, struct ferry_err *err)
 {
     memset(srv, 0, sizeof *srv);
+    srv->tls = *tls;
+    memset(tls, 0, sizeof *tls);
+    srv->scratch = ferry_malloc(64 * 1024);
+    if (srv->scratch == NULL)
+        return ferry_err_set(err, FERRY_ENOMEM, "out of memory starting the server");
     srv->loop = loop;
     srv->cfg = cfg;
     srv->broker = broker;
@@ -236,7 +248,8 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg,
         srv->listening = 1;
     }
     struct cluster_events ev = {.on_serving = on_serving, .on_applied = on_applied};
-    int rc = cluster_start(&srv->cluster, loop, cfg, broker, &ev, srv, err);
+    struct cluster_tls ct = {srv->tls.node_accept, srv->tls.node_dial};
+    int rc = cluster_start(&srv->cluster, loop, cfg, &ct, broker, &ev, srv, err);
     if (rc) {
         if (srv->listening)
             uv_close((uv_handle_t *)&srv->listener, NULL);
@@ -254,12 +267,22 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg,
     srv->sigterm.data = srv->sigint.data = srv;
     uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
     uv_signal_start(&srv->sigint, on_signal, SIGINT);
+    uv_signal_init(loop, &srv->sighup);
+    srv->sighup.data = srv;
+    uv_signal_start(&srv->sighup, on_sighup, SIGHUP);
     /* Broken client connections must surface as EPIPE on write, not kill us. */
     signal(SIGPIPE, SIG_IGN);
     srv->pump_wanted = 1;
+    static const char *const modes[] = {"plaintext", "TLS or plaintext", "TLS only"};
     if (srv->listening)
-        log_info("server", "listening for clients on %s (max_message_size %llu bytes)",
-                 srv->client_address, (unsigned long long)cfg->max_message_size);
+        log_info("server", "listening for clients on %s, %s (max_message_size %llu bytes)",
+                 srv->client_address, modes[cfg->client_tls],
+                 (unsigned long long)cfg->max_message_size);
+    if (srv->tls.node_accept != NULL || srv->tls.client != NULL) {
+        char desc[512];
+        server_tls_describe(&srv->tls, desc, sizeof desc);
+        log_info("server", "TLS: %s", desc);
+    }
     else
         log_info("server", "witness node: no client endpoint");
     return 0;
@@ -310,6 +333,7 @@ static void close_all(struct server *srv)
     uv_close((uv_handle_t *)&srv->housekeeping, NULL);
     uv_close((uv_handle_t *)&srv->sigterm, NULL);
     uv_close((uv_handle_t *)&srv->sigint, NULL);
+    uv_close((uv_handle_t *)&srv->sighup, NULL);
     uv_close((uv_handle_t *)&srv->stop_timer, NULL);
     /* A client that does not read cannot hold shutdown hostage. */
     uv_timer_init(srv->loop, &srv->shutdown_timer);
@@ -382,4 +406,7 @@ void server_stop(struct server *srv)
 void server_destroy(struct server *srv)
 {
     buf_free(&srv->deferred);
+    server_tls_free(&srv->tls);
+    ferry_free(srv->scratch);
+    srv->scratch = NULL;
 }

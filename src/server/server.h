@@ -18,11 +18,19 @@
 #include "cluster/cluster.h"
 #include "config/config.h"
 #include "proto/proto.h"
+#include "tls/tls.h"
 #include "util/buf.h"
 #include "util/list.h"
 #include <uv.h>
 
 struct session;
+
+/* certs.c: this node's TLS contexts (NULL where TLS is off). */
+struct server_tls {
+    struct tls_ctx *node_accept;
+    struct tls_ctx *node_dial;
+    struct tls_ctx *client;
+};
 
 struct server {
     uv_loop_t *loop;
@@ -35,6 +43,9 @@ struct server {
     uv_timer_t housekeeping;  /* TTL expiry proposals, storage probes */
     uv_signal_t sigterm;
     uv_signal_t sigint;
+    uv_signal_t sighup;       /* reload TLS certificates */
+    struct server_tls tls;
+    uint8_t *scratch;         /* TLS sessions read ciphertext here */
     uv_timer_t shutdown_timer;
     uv_timer_t stop_timer;    /* leadership hand-over, then draining, at shutdown */
     uint64_t drain_deadline;
@@ -55,11 +66,28 @@ struct server {
     uint64_t frames_in;
     uint64_t frames_out;
     uint64_t protocol_errors;
+    uint64_t tls_sessions;        /* client sessions that spoke TLS */
+    uint64_t tls_failures;        /* client TLS handshakes that failed */
+    uint64_t plaintext_refused;   /* plaintext clients refused (client_tls required) */
+    uint64_t handshake_timeouts;  /* sessions closed for no HELLO in time */
+    uint64_t tls_reloads;
+    uint64_t tls_reload_failures;
 };
 
-/* Start listening on cfg->client_endpoint. The broker must be open. */
+int server_tls_load(const struct config *cfg, struct server_tls *out, struct ferry_err *err);
+void server_tls_free(struct server_tls *t);
+void server_tls_describe(const struct server_tls *t, char *out, size_t n);
+/* SIGHUP: load the certificates again; on any error keep the old ones. */
+void server_tls_reload(struct server *s);
+/* Close sessions that have not completed their HELLO (TLS included) within
+ * client_handshake_timeout. */
+void session_sweep_handshakes(struct server *s, uint64_t now_ms);
+
+/* Start listening on cfg->client_endpoint. The broker must be open. The
+ * server takes over the contexts in *tls (from server_tls_load; *tls is
+ * emptied), also when it fails. */
 int server_start(struct server *s, uv_loop_t *loop, const struct config *cfg,
-                 struct broker *broker, struct ferry_err *err);
+                 struct server_tls *tls, struct broker *broker, struct ferry_err *err);
 /* Begin a clean shutdown: stop accepting, commit what is pending, flush
  * replies, close sessions and handles; uv_run returns when done. */
 void server_stop(struct server *s);
@@ -86,6 +114,9 @@ struct session {
     int deliver_blocked;       /* a delivery was refused (EBUSY): tell the broker when drained */
     int closing;               /* close once output is flushed */
     int closed;                /* uv_close called */
+    int tls_decided;           /* the first byte said whether the client speaks TLS */
+    struct tls_conn *tls;      /* its TLS session, or NULL: plaintext */
+    uint64_t accepted_ms;      /* for client_handshake_timeout */
     char peer[64];
     uint8_t producer_id[16];   /* from HELLO; all zero: the client numbers nothing */
 };

@@ -9,6 +9,17 @@
  * stops reading (the client's own TCP window then throttles it) and refuses
  * further deliveries (the broker reads them from the database later); below
  * half the limit it resumes and tells the broker it is writable again.
+ *
+ * TLS (client_tls yes or required): the first byte a client sends decides.
+ * 0x16 starts a TLS handshake record, which no HELLO frame can start (its
+ * length would be over 369 MB), so with `yes` both kinds of client share the
+ * port; with `required` a plaintext client gets ERROR EPROTO saying so, and
+ * with `no` a TLS client is closed and the server logs why. A TLS session
+ * reads ciphertext into the server's scratch buffer and decrypts it into
+ * rbuf; session_flush encrypts obuf and writes the ciphertext from wbuf, so
+ * the double buffering and the backpressure above see plaintext sizes in
+ * obuf and ciphertext in flight. Every session must finish its HELLO (and
+ * its TLS handshake) within client_handshake_timeout, or it is closed.
  */
 #include "server/server.h"
 
@@ -70,6 +81,7 @@ void session_accept(struct server *srv)
         return;
     }
     ss->id = ++srv->next_session_id;
+    ss->accepted_ms = clock_mono_ms();
     list_insert_tail(&srv->sessions, &ss->link);
     srv->session_count++;
     peer_name(ss);
@@ -116,6 +128,7 @@ static void check_backpressure(struct session *ss)
 static void finish_close(uv_handle_t *h)
 {
     struct session *ss = h->data;
+    tls_conn_free(ss->tls);
     buf_free(&ss->rbuf);
     buf_free(&ss->obuf);
     buf_free(&ss->wbuf);
@@ -145,6 +158,11 @@ void session_close(struct session *ss)
     uv_close((uv_handle_t *)&ss->tcp, finish_close);
 }
 
+static size_t unsent(const struct session *ss)
+{
+    return ss->obuf.len + (ss->tls != NULL ? tls_conn_output_pending(ss->tls) : 0);
+}
+
 static void on_write(uv_write_t *req, int status)
 {
     struct session *ss = req->data;
@@ -161,7 +179,7 @@ static void on_write(uv_write_t *req, int status)
     }
     if (ss->closed)
         return;
-    if (ss->obuf.len > 0) {
+    if (unsent(ss) > 0) {
         session_flush(ss);
         return;
     }
@@ -172,17 +190,45 @@ static void on_write(uv_write_t *req, int status)
     check_backpressure(ss);
 }
 
+/* TLS: encrypt obuf into the session and move the ciphertext to wbuf.
+ * Output queued before the handshake finished (a refusal at accept) cannot
+ * be sent in TLS and is dropped. */
+static int tls_stage(struct session *ss)
+{
+    if (ss->obuf.len > 0 && tls_conn_established(ss->tls) &&
+        tls_conn_encrypt(ss->tls, ss->obuf.data, ss->obuf.len) != 0) {
+        log_warn("server", "session %llu from %s: %s", (unsigned long long)ss->id, ss->peer,
+                 tls_conn_error(ss->tls));
+        return -1;
+    }
+    ss->obuf.len = 0;
+    ss->wbuf.len = 0;
+    return tls_conn_take_output(ss->tls, &ss->wbuf) == 0 ? 0 : -1;
+}
+
 void session_flush(struct session *ss)
 {
-    if (ss->closed || ss->writing || ss->obuf.len == 0) {
-        if (!ss->closed && ss->closing && !ss->writing && ss->obuf.len == 0)
+    if (ss->closed || ss->writing || unsent(ss) == 0) {
+        if (!ss->closed && ss->closing && !ss->writing && unsent(ss) == 0)
             session_close(ss);
         return;
     }
-    struct buf t = ss->wbuf;
-    ss->wbuf = ss->obuf;
-    ss->obuf = t;
-    ss->obuf.len = 0;
+    if (ss->tls != NULL) {
+        if (tls_stage(ss) != 0) {
+            session_close(ss);
+            return;
+        }
+        if (ss->wbuf.len == 0) { /* only plaintext that could not be sent */
+            if (ss->closing)
+                session_close(ss);
+            return;
+        }
+    } else {
+        struct buf t = ss->wbuf;
+        ss->wbuf = ss->obuf;
+        ss->obuf = t;
+        ss->obuf.len = 0;
+    }
     uv_buf_t b = uv_buf_init((char *)ss->wbuf.data, (unsigned)ss->wbuf.len);
     ss->wreq.data = ss;
     int rc = uv_write(&ss->wreq, (uv_stream_t *)&ss->tcp, &b, 1, on_write);
@@ -266,8 +312,14 @@ static void alloc_for_frame(struct session *ss, uv_buf_t *out)
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *out)
 {
+    struct session *ss = h->data;
     (void)suggested;
-    alloc_for_frame(h->data, out);
+    if (ss->tls != NULL) { /* ciphertext, decrypted into rbuf */
+        out->base = (char *)ss->srv->scratch;
+        out->len = 64 * 1024;
+        return;
+    }
+    alloc_for_frame(ss, out);
 }
 
 /* Parse and dispatch every whole frame in rbuf. */
@@ -310,10 +362,84 @@ static void process_frames(struct session *ss)
         buf_free(&ss->rbuf);
 }
 
+/* Ciphertext from a TLS client: decrypt into rbuf, send what the handshake
+ * wants sent, then handle whole frames. */
+static void tls_read(struct session *ss, const uint8_t *bytes, size_t n)
+{
+    struct server *srv = ss->srv;
+    int was_up = tls_conn_established(ss->tls);
+    int rc = tls_conn_input(ss->tls, bytes, n, &ss->rbuf);
+    if (rc == FERRY_ECLOSED) {
+        session_close(ss);
+        return;
+    }
+    if (rc != 0) {
+        if (!was_up)
+            srv->tls_failures++;
+        log_warn("server", "session %llu from %s: %s", (unsigned long long)ss->id, ss->peer,
+                 tls_conn_error(ss->tls));
+        /* The alert OpenSSL made goes out before the close. */
+        ss->closing = 1;
+        uv_read_stop((uv_stream_t *)&ss->tcp);
+        ss->read_paused = 1;
+        session_flush(ss);
+        return;
+    }
+    if (!was_up && tls_conn_established(ss->tls)) {
+        char subject[160];
+        tls_conn_peer_subject(ss->tls, subject, sizeof subject);
+        log_debug("server", "session %llu from %s: %s %s, client certificate %s",
+                  (unsigned long long)ss->id, ss->peer, tls_conn_version(ss->tls),
+                  tls_conn_cipher(ss->tls), subject);
+    }
+    if (tls_conn_output_pending(ss->tls) > 0)
+        session_mark_dirty(ss);
+    process_frames(ss);
+}
+
+/* The first bytes of a connection: TLS or not, and is that allowed here?
+ * 0 to go on in plaintext; -1 when the session became TLS (its bytes were
+ * handed to tls_read) or was refused. */
+static int decide_tls(struct session *ss)
+{
+    struct server *srv = ss->srv;
+    int mode = srv->cfg->client_tls;
+    ss->tls_decided = 1;
+    if (!tls_looks_like_handshake(ss->rbuf.data[0])) {
+        if (mode != CLIENT_TLS_REQUIRED)
+            return 0;
+        srv->plaintext_refused++;
+        log_warn("server", "refusing session %llu from %s: a plaintext client, and client_tls is "
+                 "required", (unsigned long long)ss->id, ss->peer);
+        session_fail(ss, 0, FERRY_ENOTSUP,
+                     "this server accepts TLS connections only (client_tls required): connect "
+                     "with TLS (ferry --tls, or a ferrys:// address)");
+        return -1;
+    }
+    if (mode == CLIENT_TLS_NO || srv->tls.client == NULL) {
+        log_warn("server", "closing session %llu from %s: the client speaks TLS but client_tls "
+                 "is no", (unsigned long long)ss->id, ss->peer);
+        session_close(ss);
+        return -1;
+    }
+    ss->tls = tls_conn_new(srv->tls.client, NULL);
+    if (ss->tls == NULL) {
+        log_error("server", "out of memory starting TLS for %s", ss->peer);
+        session_close(ss);
+        return -1;
+    }
+    srv->tls_sessions++;
+    /* What was read so far is ciphertext: move it out of rbuf. */
+    struct buf first = ss->rbuf;
+    buf_init(&ss->rbuf);
+    tls_read(ss, first.data, first.len);
+    buf_free(&first);
+    return -1;
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
 {
     struct session *ss = stream->data;
-    (void)b;
     if (nread == UV_ENOBUFS) {
         session_fail(ss, 0, FERRY_ENOMEM, "server out of memory");
         return;
@@ -328,6 +454,31 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *b)
     }
     if (nread == 0)
         return;
+    if (ss->tls != NULL) {
+        tls_read(ss, (const uint8_t *)b->base, (size_t)nread);
+        return;
+    }
     ss->rbuf.len += (size_t)nread;
+    if (!ss->tls_decided && decide_tls(ss) != 0)
+        return;
     process_frames(ss);
+}
+
+void session_sweep_handshakes(struct server *srv, uint64_t now_ms)
+{
+    uint64_t limit = srv->cfg->client_handshake_timeout_ms;
+    struct list *it, *tmp;
+    list_foreach_safe(it, tmp, &srv->sessions)
+    {
+        struct session *ss = list_entry(it, struct session, link);
+        if (ss->hello_done || ss->closing || now_ms - ss->accepted_ms < limit)
+            continue;
+        srv->handshake_timeouts++;
+        log_warn("server", "closing session %llu from %s: no %s within %llu ms "
+                 "(client_handshake_timeout)",
+                 (unsigned long long)ss->id, ss->peer,
+                 ss->tls != NULL && !tls_conn_established(ss->tls) ? "TLS handshake" : "HELLO",
+                 (unsigned long long)limit);
+        session_close(ss);
+    }
 }

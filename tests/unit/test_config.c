@@ -571,6 +571,52 @@ static void test_bools_and_log_levels(void **state)
     expect_set_error("log_level", "verbose", "expected debug, info, warn, error or off");
 }
 
+static void test_tls_keys(void **state)
+{
+    (void)state;
+    struct config c;
+    config_defaults(&c);
+    set_ok(&c, "client_tls", "Required");
+    assert_int_equal(c.client_tls, CLIENT_TLS_REQUIRED);
+    set_ok(&c, "client_tls", "yes");
+    assert_int_equal(c.client_tls, CLIENT_TLS_YES);
+    set_ok(&c, "client_tls_verify_client", "optional");
+    assert_int_equal(c.client_tls_verify_client, VERIFY_CLIENT_OPTIONAL);
+    set_ok(&c, "tls_min_version", "1.3");
+    assert_int_equal(c.tls_min_version, TLS_MIN_1_3);
+    set_ok(&c, "tls_ciphers", "ECDHE+AESGCM:!aNULL");
+    assert_string_equal(c.tls_ciphers, "ECDHE+AESGCM:!aNULL");
+    set_ok(&c, "replication_tls_certificate", "/etc/ferry/node-1.pem");
+    assert_string_equal(c.replication_tls_certificate, "/etc/ferry/node-1.pem");
+    set_ok(&c, "replication_tls_certificate", "");
+    assert_string_equal(c.replication_tls_certificate, "");
+    expect_set_error("client_tls", "maybe", "expected one of no, yes, required");
+    expect_set_error("client_tls_verify_client", "always", "expected one of no, optional, required");
+    expect_set_error("tls_min_version", "1.1", "expected one of 1.2, 1.3");
+    expect_set_error("client_handshake_timeout", "10ms", "expected a duration");
+
+    struct ferry_err err;
+    int rc = load(&c, &err, NULL, ARGV("--replication-tls", "yes"));
+    EXPECT_ERROR(rc, &err, "replication_tls is on but replication_tls_certificate is not set");
+    rc = load(&c, &err, NULL,
+              ARGV("--replication-tls", "yes", "--replication-tls-certificate", "n.pem",
+                   "--replication-tls-key", "n.key"));
+    EXPECT_ERROR(rc, &err, "replication_tls_ca is not set");
+    rc = load(&c, &err, NULL, ARGV("--client-tls", "required"));
+    EXPECT_ERROR(rc, &err, "client_tls is on but neither client_tls_certificate nor");
+    rc = load(&c, &err, NULL,
+              ARGV("--client-tls", "yes", "--client-tls-certificate", "s.pem", "--client-tls-key",
+                   "s.key", "--client-tls-verify-client", "required"));
+    EXPECT_ERROR(rc, &err, "client_tls_verify_client needs a CA");
+    rc = load(&c, &err, NULL, ARGV("--client-tls-verify-client", "required"));
+    EXPECT_ERROR(rc, &err, "client_tls_verify_client is set but client_tls is no");
+    /* The client listener falls back to the node's own certificate. */
+    rc = load(&c, &err, NULL,
+              ARGV("--client-tls", "required", "--replication-tls-certificate", "n.pem",
+                   "--replication-tls-key", "n.key"));
+    assert_int_equal(rc, 0);
+}
+
 static void test_endpoints(void **state)
 {
     (void)state;
@@ -855,7 +901,7 @@ static void test_print_defaults(void **state)
     int lines = 0;
     for (const char *p = text; *p; p++)
         lines += *p == '\n';
-    assert_int_equal(lines, 26);
+    assert_int_equal(lines, 39);
     static const char *const expected[] = {"client_endpoint 127.0.0.1:7878\n",
                                            "max_message_size 6000K\n",
                                            "log_level info\n",
@@ -869,7 +915,12 @@ static void test_print_defaults(void **state)
                                            "cluster_name ferry\n",
                                            "replication_logfile_directory ferry-data/raft\n",
                                            "logfile_max_size 64M\n",
-                                           "raft_heartbeat_interval 50ms\n"};
+                                           "raft_heartbeat_interval 50ms\n",
+                                           "replication_tls no\n",
+                                           "client_tls no\n",
+                                           "client_tls_verify_client no\n",
+                                           "tls_min_version 1.2\n",
+                                           "client_handshake_timeout 10s\n"};
     for (size_t i = 0; i < sizeof expected / sizeof expected[0]; i++) {
         if (strstr(text, expected[i]) == NULL)
             fail_msg("printed config lacks '%s':\n%s", expected[i], text);
@@ -950,6 +1001,7 @@ int main(void)
         T(test_numbers),
         T(test_durations),
         T(test_bools_and_log_levels),
+        T(test_tls_keys),
         T(test_endpoints),
         T(test_membership_parse),
         T(test_membership_errors),

@@ -834,6 +834,8 @@ int rnode_start(struct rnode **out, uv_loop_t *loop, const struct rnode_config *
             .members = tm,
             .n_members = cfg->n_members,
             .verify_ip = cfg->verify_ip,
+            .tls_accept = cfg->tls_accept,
+            .tls_dial = cfg->tls_dial,
             .seed = cfg->seed ^ 0x9e3779b97f4a7c15ull,
         };
         /* With verify_replication_node_ip on, peers accept this node's links
@@ -1030,6 +1032,12 @@ const char *rnode_client_address(const struct rnode *n, uint32_t id)
     return p != NULL ? p->client_address : "";
 }
 
+void rnode_set_tls(struct rnode *n, struct tls_ctx *accept, struct tls_ctx *dial)
+{
+    if (n->transport_up)
+        rtransport_set_tls(&n->transport, accept, dial);
+}
+
 void rnode_status(const struct rnode *n, struct rnode_status *out)
 {
     memset(out, 0, sizeof *out);
@@ -1042,6 +1050,12 @@ void rnode_status(const struct rnode *n, struct rnode_status *out)
     out->syncs = n->w_syncs;
     out->entries_persisted = n->w_entries;
     pthread_mutex_unlock((pthread_mutex_t *)&n->mu);
+    if (n->transport_up) {
+        const struct rtransport_stats *ts = rtransport_stats(&n->transport);
+        for (int i = 0; i < RTRANSPORT_REJECT_COUNT; i++)
+            out->links_refused += ts->rejected[i];
+        snprintf(out->links_last_refused, sizeof out->links_last_refused, "%s", ts->last_reject);
+    }
     if (n->core == NULL)
         return;
     const struct raft *r = n->core;
@@ -1066,8 +1080,9 @@ void rnode_status(const struct rnode *n, struct rnode_status *out)
             p->match = out->last_index;
         } else {
             struct rtransport_peer_stats ps;
-            p->reachable = n->transport_up &&
-                           rtransport_peer_stats(&n->transport, p->id, &ps) == 0 && ps.connected;
+            int known = n->transport_up && rtransport_peer_stats(&n->transport, p->id, &ps) == 0;
+            p->reachable = known && ps.connected;
+            out->links_tls_failed += known ? ps.tls_failed : 0;
             uint64_t match = 0, next = 0;
             if (raft_role(r) == RAFT_LEADER && raft_progress(r, p->id, &match, &next) == 0)
                 p->match = match;

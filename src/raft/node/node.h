@@ -65,6 +65,8 @@ struct rnode_config {
     uint32_t election_timeout_ms; /* the core randomizes in [min, max) */
     uint32_t election_timeout_max_ms;
     int verify_ip;
+    struct tls_ctx *tls_accept; /* node links over TLS when both are set (transport.h) */
+    struct tls_ctx *tls_dial;
     const char *client_address; /* sent to peers in the handshake ("" if none) */
     int join; /* cluster_join: start with an empty configuration and wait to be added
                  (members then only says whom to dial); see rnode_add_member */
@@ -133,6 +135,9 @@ struct rnode_status {
     struct rnode_peer_status peers[RAFT_MAX_NODES];
     uint64_t entries_persisted; /* statistics */
     uint64_t syncs;
+    uint64_t links_refused;     /* node-link connections this node refused, every reason */
+    uint64_t links_tls_failed;  /* this node's dials whose TLS handshake failed */
+    char links_last_refused[200]; /* why the last one was refused, "" if none */
 };
 
 /* Open the log, restore the core and the state machine, start the transport.
@@ -148,6 +153,10 @@ int rnode_start(struct rnode **out, uv_loop_t *loop, const struct rnode_config *
 void rnode_stop(struct rnode *n, void (*cb)(void *data), void *data);
 
 void *rnode_data(const struct rnode *n);
+
+/* New node links use these TLS contexts (certificate reload); see
+ * rtransport_set_tls. */
+void rnode_set_tls(struct rnode *n, struct tls_ctx *accept, struct tls_ctx *dial);
 
 /* Propose one NORMAL entry. 0 with its (index, term), FERRY_ENOTLEADER, or
  * FERRY_EUNAVAILABLE (storage failed, transfer running). */
