@@ -78,6 +78,14 @@ int node_spawn(struct node *n, const char *const *extra)
     argv[a++] = endpoint;
     argv[a++] = "--data_directory";
     argv[a++] = data;
+    if (harness_tls()) { /* flags that follow (the test's own) override these */
+        argv[a++] = "--client_tls";
+        argv[a++] = "yes";
+        argv[a++] = "--client_tls_certificate";
+        argv[a++] = harness_cert("node-1.pem");
+        argv[a++] = "--client_tls_key";
+        argv[a++] = harness_cert("node-1.key");
+    }
     for (int i = 0; extra && extra[i] && a < 62; i++)
         argv[a++] = extra[i];
     argv[a] = NULL;
@@ -227,6 +235,19 @@ int cluster_start_node(struct node *all, int count, int i, const char *const *ex
     argv[a++] = self;
     argv[a++] = "--cluster_membership";
     argv[a++] = members;
+    char cert[128], key[128];
+    if (harness_tls()) {
+        snprintf(cert, sizeof cert, "%s/node-%d.pem", harness_cert_dir(), i + 1);
+        snprintf(key, sizeof key, "%s/node-%d.key", harness_cert_dir(), i + 1);
+        argv[a++] = "--replication_tls";
+        argv[a++] = "yes";
+        argv[a++] = "--replication_tls_certificate";
+        argv[a++] = cert;
+        argv[a++] = "--replication_tls_key";
+        argv[a++] = key;
+        argv[a++] = "--replication_tls_ca";
+        argv[a++] = harness_cert("ca.pem");
+    }
     for (int k = 0; extra && extra[k] && a < 62; k++)
         argv[a++] = extra[k];
     argv[a] = NULL;
@@ -443,6 +464,54 @@ static char *slurp_fd(int fd)
     return (char *)buf_steal(&b, NULL);
 }
 
+static char cert_dir[64];
+
+static void remove_cert_dir(void)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", cert_dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "harness: cannot remove %s\n", cert_dir);
+}
+
+const char *harness_cert_dir(void)
+{
+    static int made = -1;
+    if (made >= 0)
+        return made ? cert_dir : NULL;
+    made = 0;
+    snprintf(cert_dir, sizeof cert_dir, "/tmp/ferry-certs-XXXXXX");
+    if (mkdtemp(cert_dir) == NULL)
+        return NULL;
+    atexit(remove_cert_dir);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd,
+             FERRY_SOURCE_DIR "/scripts/make-certs %s --nodes 5 >/dev/null && " FERRY_SOURCE_DIR
+                              "/scripts/make-certs %s/other --nodes 5 --ca-name Other >/dev/null",
+             cert_dir, cert_dir);
+    if (system(cmd) != 0) {
+        fprintf(stderr, "harness: scripts/make-certs failed\n");
+        return NULL;
+    }
+    made = 1;
+    return cert_dir;
+}
+
+int harness_tls(void)
+{
+    const char *v = getenv("FERRY_TEST_TLS");
+    return v != NULL && strcmp(v, "1") == 0 && harness_cert_dir() != NULL;
+}
+
+const char *harness_cert(const char *name)
+{
+    static char path[8][128];
+    static unsigned next;
+    char *out = path[next++ % 8];
+    snprintf(out, sizeof path[0], "%s/%s", harness_cert_dir(), name);
+    return out;
+}
+
 static void exec_ferry(uint16_t port, const char *const *args)
 {
     char servers[64];
@@ -452,6 +521,10 @@ static void exec_ferry(uint16_t port, const char *const *args)
     argv[a++] = FERRY_BIN;
     argv[a++] = "--servers";
     argv[a++] = servers;
+    if (harness_tls()) {
+        argv[a++] = "--ca";
+        argv[a++] = harness_cert("ca.pem");
+    }
     for (int i = 0; args[i] && a < 63; i++)
         argv[a++] = args[i];
     argv[a] = NULL;

@@ -83,6 +83,18 @@ void run_result_free(struct run_result *r);
 pid_t spawn_ferry(uint16_t port, const char *input_file, const char *output_file,
                   const char *const *args);
 
+/* TLS. harness_cert_dir() makes, on first use, a directory of certificates
+ * with scripts/make-certs: ca.pem, node-1..5.pem/.key, client.pem/.key, and
+ * in other/ the same from another CA; it is removed at exit. With
+ * FERRY_TEST_TLS=1 in the environment the harness runs every test over TLS:
+ * each node gets replication_tls with node-<id>'s certificate and client_tls
+ * yes, and run_ferry/spawn_ferry pass --ca. NULL if the certificates could
+ * not be made. */
+const char *harness_cert_dir(void);
+int harness_tls(void);
+/* dir/name in a static buffer that lives until the next call. */
+const char *harness_cert(const char *name);
+
 /* Sleep for ms milliseconds. */
 void sleep_ms(int ms);
 

@@ -179,6 +179,15 @@ static void test_three_nodes_replicate_and_agree(void **state)
     /* The followers hold the data: stored message counts match the leader's. */
     for (int i = 0; i < N; i++)
         assert_int_equal(status_u64(&nodes[i], "stored_messages"), 3 + 2000 + 2);
+    if (harness_tls()) { /* the same test over TLS really ran over TLS */
+        char v[16];
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(node_status(&nodes[i], "links_tls", v, sizeof v), 0);
+            assert_string_equal(v, "yes");
+            assert_int_equal(status_u64(&nodes[i], "links_refused"), 0);
+        }
+        assert_true(status_u64(&nodes[leader], "tls_sessions") >= 3);
+    }
 
     /* A follower refuses clients with the leader's address. */
     int fd = conn_open(nodes[follower].port);

@@ -75,6 +75,10 @@ static ferry_client_t *client_for(const char *servers, uint32_t window)
     o.connect_timeout_ms = 500;
     o.request_timeout_ms = 60000;
     o.reconnect_timeout_ms = 60000;
+    if (harness_tls()) {
+        o.tls = 1;
+        o.tls_ca = harness_cert("ca.pem");
+    }
     ferry_client_t *c = NULL;
     assert_int_equal(ferry_client_create(&c, &o), 0);
     if (ferry_client_connect(c) != 0)
@@ -483,6 +487,14 @@ static void test_client_given_one_address_survives_its_death(void **state)
             si.address, (unsigned long long)si.node_id);
     assert_string_not_equal(si.address, servers);
     assert_int_equal(id, 2);
+    if (harness_tls()) { /* the failover went to a TLS session too */
+        char v[32] = "";
+        assert_true(si.node_id >= 1 && si.node_id <= N);
+        assert_int_equal(node_status(&nodes[si.node_id - 1], "tls_sessions", v, sizeof v), 0);
+        assert_true(strtoull(v, NULL, 10) >= 1);
+        assert_int_equal(node_status(&nodes[si.node_id - 1], "links_tls", v, sizeof v), 0);
+        assert_string_equal(v, "yes");
+    }
     ferry_client_close(c);
 }
 
