@@ -10,13 +10,17 @@
 # loopback round trip, ../shared/peers/run_floor.sh) is measured in the same
 # run. Writes bench/results/cluster-r3-<UTC stamp>.txt and
 # bench/results/cluster-r2w-<UTC stamp>.txt (same floor in both) and prints them.
+# A topology with "-tls" (r3-tls, r2w-tls) is the same with TLS on every node link
+# and client_tls required (certificates from scripts/make-certs); when a run has
+# both X and X-tls, bench/results/tls-X-<stamp>.txt sets their figures side by
+# side with the ratio TLS / plaintext.
 #
 # Every node gets a fresh directory under a temporary work directory and free
 # ports on 127.0.0.1; every process started here is stopped by its PID on exit,
 # and the failover kill command kills by the PID in the leader's LOCK file.
 #
 # Env: RUNS [3] SIZES ["100 1024"] FO_RUNS [RUNS] FO_DURATION [15]
-#      FO_KILL_AFTER [4000] TOPOLOGIES ["r3 r2w"] SUITE [1: 0 = failover only]
+#      FO_KILL_AFTER [4000] TOPOLOGIES ["r3 r2w"; also r3-tls r2w-tls] SUITE [1: 0 = failover only]
 #      FLOOR [1] PEERS_DIR [../shared/peers] KEEP [0: 1 keeps the work directory]
 #      RESULTS_DIR [bench/results]
 set -euo pipefail
@@ -125,13 +129,22 @@ pick_ports() {
 
 # ---- cluster ---------------------------------------------------------------
 # set by use_topology
-D= MEMBERS= DATA_NODES= WITNESS= SERVERS= LABEL=
+D= MEMBERS= DATA_NODES= WITNESS= SERVERS= LABEL= TLS_ON=0
+certs=$work/certs
+CA_ARGS=()
 
-use_topology() { # use_topology r3|r2w
-    local t=$1 i
+use_topology() { # use_topology r3|r2w|r3-tls|r2w-tls
+    local t=${1%-tls} i
     pick_ports
-    D=$work/$t
+    D=$work/$1
     mkdir -p "$D"
+    TLS_ON=0
+    CA_ARGS=()
+    if [ "$t" != "$1" ]; then
+        TLS_ON=1
+        CA_ARGS=(--ca "$certs/ca.pem")
+        [ -s "$certs/ca.pem" ] || "$root/scripts/make-certs" "$certs" >/dev/null
+    fi
     case $t in
     r3) MEMBERS="1:127.0.0.1:${RPORT[1]},2:127.0.0.1:${RPORT[2]},3:127.0.0.1:${RPORT[3]}"
         DATA_NODES="1 2 3" WITNESS= ;;
@@ -141,7 +154,7 @@ use_topology() { # use_topology r3|r2w
     esac
     SERVERS=
     for i in $DATA_NODES; do SERVERS="$SERVERS${SERVERS:+,}127.0.0.1:${CPORT[$i]}"; done
-    LABEL="peer=ferry-$ver-$t durability=quorum-fsync"
+    LABEL="peer=ferry-$ver-$1 durability=quorum-fsync"
 }
 
 start_node() { # start_node I
@@ -151,6 +164,11 @@ start_node() { # start_node I
         --log_level warn)
     # a witness never serves clients and has no client endpoint
     [ "$i" = "$WITNESS" ] || args+=(--client_endpoint "127.0.0.1:${CPORT[$i]}")
+    if [ "$TLS_ON" = 1 ]; then
+        args+=(--replication_tls yes --replication_tls_certificate "$certs/node-$i.pem"
+            --replication_tls_key "$certs/node-$i.key" --replication_tls_ca "$certs/ca.pem"
+            --client_tls required)
+    fi
     # (a killed node's ports may still be in TIME_WAIT: ferryd can bind them again)
     port_listened "${RPORT[$i]}" && { log "port ${RPORT[$i]} in use"; return 1; }
     "$ferryd_bin" "${args[@]}" >>"$D/n$i.log" 2>&1 &
@@ -159,7 +177,7 @@ start_node() { # start_node I
     log "started node $i pid=$! ($D/n$i)"
 }
 
-node_status() { "$ferry_bin" status --servers "127.0.0.1:${CPORT[$1]}" 2>/dev/null; }
+node_status() { "$ferry_bin" status --servers "127.0.0.1:${CPORT[$1]}" "${CA_ARGS[@]}" 2>/dev/null; }
 field() { sed -n "s/^$1: //p"; } # field KEY < status text
 
 # 0 when a data node is the leader and serves, sees every member's link up,
@@ -214,7 +232,7 @@ restart_dead() {
 
 # ---- measuring -------------------------------------------------------------
 out= raw=$work/raw.txt
-bench() { "$ferry_bin" --servers "$SERVERS" bench "$@"; }
+bench() { "$ferry_bin" --servers "$SERVERS" "${CA_ARGS[@]}" bench "$@"; }
 
 # measure CMD...: RUNS runs of a command printing one result line; one
 # aggregated line (medians, spread; worst run for loss counters) to $out.
@@ -303,6 +321,8 @@ for topo in $TOPOLOGIES; do
     case $topo in
     r3) desc="3 full nodes (voters, each serves when leader)" ;;
     r2w) desc="2 full nodes + 1 witness (priority 0: votes, stores and fsyncs the log, never serves clients)" ;;
+    r3-tls) desc="3 full nodes, TLS on every node link and client connection (client_tls required; ECDSA P-256 certificates, TLS 1.3)" ;;
+    r2w-tls) desc="2 full nodes + 1 witness, TLS on every node link and client connection (client_tls required)" ;;
     *) log "unknown topology $topo"; exit 2 ;;
     esac
     out=$RESULTS_DIR/cluster-$topo-$stamp.txt
@@ -333,6 +353,41 @@ for topo in $TOPOLOGIES; do
     sed 's/^/#   /' "$raw" >>"$out"
     stop_cluster
     echo "# after: loadavg $(cut -d' ' -f1-3 /proc/loadavg), CPU busy over 1 s $(cpu_busy)% (cluster stopped); busiest processes (lifetime %CPU): $(busiest); $topo took $(($(date +%s) - t0)) s, the whole script $(($(date +%s) - t_begin)) s so far" >>"$out"
+done
+# ---- TLS beside plaintext ----------------------------------------------------------
+for topo in $TOPOLOGIES; do
+    case $topo in *-tls) continue ;; esac
+    plain=$RESULTS_DIR/cluster-$topo-$stamp.txt tls=$RESULTS_DIR/cluster-$topo-tls-$stamp.txt
+    [ -f "$plain" ] && [ -f "$tls" ] || continue
+    out=$RESULTS_DIR/tls-$topo-$stamp.txt
+    files+=("$out")
+    {
+        echo "# ferry cluster bench $stamp, topology $topo: TLS on every link (cluster-$topo-tls-$stamp.txt) beside plaintext (cluster-$topo-$stamp.txt), measured in one run"
+        echo "# ratio = TLS / plaintext (throughput below 1 and latency above 1 are the cost of TLS); medians of the runs"
+        awk -f - "$plain" "$tls" <<'AWK'
+function get(line, key,   n, i, kv) {
+    n = split(line, kv, " ")
+    for (i = 1; i <= n; i++) if (index(kv[i], key "=") == 1) return substr(kv[i], length(key) + 2)
+    return "-"
+}
+function ratio(a, b) { return (a == "-" || b == "-" || a + 0 == 0) ? "-" : sprintf("%.2f", b / a) }
+/^#/ { next }
+{ k = get($0, "mode") " " get($0, "size") }
+FNR == NR { p[k] = $0; order[++n] = k; next }
+{ t[k] = $0 }
+END {
+    printf "%-14s %12s %12s %6s %10s %10s %6s %10s %10s %6s\n", "mode size", "msgs/s", "msgs/s_tls", "ratio", "p50_us", "p50_tls", "ratio", "p99_us", "p99_tls", "ratio"
+    for (i = 1; i <= n; i++) {
+        k = order[i]
+        if (!(k in t)) continue
+        a = p[k]; b = t[k]
+        printf "%-14s %12s %12s %6s %10s %10s %6s %10s %10s %6s\n", k, get(a, "msgs_per_s"), get(b, "msgs_per_s"), ratio(get(a, "msgs_per_s"), get(b, "msgs_per_s")), get(a, "p50_us"), get(b, "p50_us"), ratio(get(a, "p50_us"), get(b, "p50_us")), get(a, "p99_us"), get(b, "p99_us"), ratio(get(a, "p99_us"), get(b, "p99_us"))
+        if (get(a, "mode") == "failover")
+            printf "%-14s outage_ms %s vs %s (runs %s vs %s), acked_missing %s vs %s, duplicates %s vs %s\n", k, get(a, "outage_ms"), get(b, "outage_ms"), get(a, "outage_ms_runs"), get(b, "outage_ms_runs"), get(a, "acked_missing"), get(b, "acked_missing"), get(a, "duplicates"), get(b, "duplicates")
+    }
+}
+AWK
+    } >"$out"
 done
 for f in "${files[@]}"; do
     echo "==> $f"
