@@ -539,6 +539,33 @@ void client_drop_conn_locked(ferry_client_t *c)
     c->tls_out_off = 0;
 }
 
+/* Send b from *off on as far as the socket takes it, counting into
+ * *written. 0 when all is sent; -1 when the socket is full (the I/O thread
+ * polls for POLLOUT) or the connection failed (reported). */
+static int send_some_locked(ferry_client_t *c, const struct buf *b, size_t *off, uint64_t *written)
+{
+    while (*off < b->len) {
+        ssize_t n = send(c->fd, b->data + *off, b->len - *off, MSG_NOSIGNAL);
+        if (n > 0) {
+            *off += (size_t)n;
+            if (written != NULL)
+                *written += (uint64_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            if (c->io_polling) /* so that it polls for POLLOUT */
+                client_wake_locked(c);
+            return -1;
+        }
+        io_fail_locked(c, FERRY_ECONN, "write to %s failed: %s", c->info.address,
+                       n == 0 ? "no progress" : strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 /* TLS: encrypt the pending plaintext, then send ciphertext as the socket
  * takes it. Plaintext counts as written once encrypted: the ciphertext left
  * over keeps the I/O thread polling for POLLOUT until it is out. */
@@ -568,24 +595,8 @@ static void tls_flush_locked(ferry_client_t *c)
             return;
         }
     }
-    while (c->tls_out_off < c->tls_out.len) {
-        ssize_t n = send(c->fd, c->tls_out.data + c->tls_out_off, c->tls_out.len - c->tls_out_off,
-                         MSG_NOSIGNAL);
-        if (n > 0) {
-            c->tls_out_off += (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (c->io_polling)
-                client_wake_locked(c);
-            return;
-        }
-        io_fail_locked(c, FERRY_ECONN, "write to %s failed: %s", c->info.address,
-                       n == 0 ? "no progress" : strerror(errno));
+    if (send_some_locked(c, &c->tls_out, &c->tls_out_off, NULL) != 0)
         return;
-    }
     c->tls_out.len = 0;
     c->tls_out_off = 0;
     if (c->tls_out.cap > 4 * 1024 * 1024)
@@ -600,24 +611,8 @@ void client_flush_locked(ferry_client_t *c)
         tls_flush_locked(c);
         return;
     }
-    while (c->out_off < c->out.len) {
-        ssize_t n = send(c->fd, c->out.data + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
-        if (n > 0) {
-            c->out_off += (size_t)n;
-            c->written_total += (uint64_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (c->io_polling) /* so that it polls for POLLOUT */
-                client_wake_locked(c);
-            return;
-        }
-        io_fail_locked(c, FERRY_ECONN, "write to %s failed: %s", c->info.address,
-                       n == 0 ? "no progress" : strerror(errno));
+    if (send_some_locked(c, &c->out, &c->out_off, &c->written_total) != 0)
         return;
-    }
     c->out.len = 0;
     c->out_off = 0;
 }

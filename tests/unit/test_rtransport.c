@@ -1088,6 +1088,56 @@ static void test_tls_refuse_plaintext_peer(void **state)
     tls_on = 0;
 }
 
+/* Certificate reload: after rtransport_set_tls, new connections use the new
+ * contexts and links that are up keep theirs. Node 2 switches to another
+ * CA's certificate; its link to node 3 stays up, and node 1, restarted,
+ * can no longer link with it. */
+static int node1_refused_tls(void *ctx)
+{
+    struct node *n = ctx;
+    struct rtransport_peer_stats ps;
+    assert_int_equal(rtransport_peer_stats(&n[0].t, 2, &ps), 0);
+    return rtransport_stats(&n[0].t)->rejected[RTRANSPORT_REJECT_TLS] >= 1 && ps.tls_failed >= 1;
+}
+
+static int node3_got_two_more(void *ctx)
+{
+    struct node *n = ctx;
+    return n[2].recv[2] >= 2;
+}
+
+static void test_tls_set_tls_applies_to_new_connections(void **state)
+{
+    (void)state;
+    tls_on = 1;
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    setup_members(3);
+    struct node nodes[3];
+    for (uint32_t i = 0; i < 3; i++)
+        node_start(&nodes[i], &loop, i + 1);
+    struct mesh m = {nodes, 3};
+    run_until(&loop, mesh_connected, &m, WAIT_MS);
+
+    rtransport_set_tls(&nodes[1].t, tls_accept[1][2], tls_dial[1][2]);
+    node_close(&nodes[0]);
+    run_for(&loop, 100);
+    node_start(&nodes[0], &loop, 1);
+    run_until(&loop, node1_refused_tls, nodes, WAIT_MS);
+    assert_false(peer_connected(&nodes[0], 2));
+    assert_true(peer_connected(&nodes[0], 3));
+    /* The link from node 2 to node 3 predates the switch and carries on. */
+    assert_true(peer_connected(&nodes[1], 3));
+    assert_int_equal(send_seq(&nodes[1], 3, 0, 10), 0);
+    assert_int_equal(send_seq(&nodes[1], 3, 1, 10), 0);
+    run_until(&loop, node3_got_two_more, nodes, WAIT_MS);
+    assert_false(nodes[2].bad);
+    for (int i = 0; i < 3; i++)
+        node_close(&nodes[i]);
+    finish(&loop);
+    tls_on = 0;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1113,6 +1163,7 @@ int main(void)
         cmocka_unit_test(test_tls_refuse_other_ca),
         cmocka_unit_test(test_tls_refuse_wrong_identity),
         cmocka_unit_test(test_tls_refuse_plaintext_peer),
+        cmocka_unit_test(test_tls_set_tls_applies_to_new_connections),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
 }

@@ -186,6 +186,20 @@ static void write_failed(struct conn *c)
     conn_close(c);
 }
 
+/* Hand b to libuv; on_write follows. */
+static int write_buf(struct conn *c, const struct buf *b)
+{
+    uv_buf_t ub = uv_buf_init((char *)b->data, (unsigned)b->len);
+    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &ub, 1, on_write);
+    if (rc != 0) {
+        log_debug(LOG_MOD, "%s: write failed: %s", c->name, uv_strerror(rc));
+        write_failed(c);
+        return FERRY_ECONN;
+    }
+    c->writing = 1;
+    return 0;
+}
+
 /* Encrypt wbuf into the session and write what the session has for the
  * network, unless a write is in flight (on_write comes back for the rest).
  * Nothing to write is fine: a REFUSING connection then closes. */
@@ -213,15 +227,7 @@ static int conn_write_tls(struct conn *c)
             conn_close(c);
         return 0;
     }
-    uv_buf_t b = uv_buf_init((char *)c->twbuf.data, (unsigned)c->twbuf.len);
-    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
-    if (rc != 0) {
-        log_debug(LOG_MOD, "%s: write failed: %s", c->name, uv_strerror(rc));
-        write_failed(c);
-        return FERRY_ECONN;
-    }
-    c->writing = 1;
-    return 0;
+    return write_buf(c, &c->twbuf);
 }
 
 int conn_write(struct conn *c)
@@ -230,15 +236,7 @@ int conn_write(struct conn *c)
         return conn_write_tls(c);
     assert(!c->writing);
     assert(c->wbuf.len > 0);
-    uv_buf_t b = uv_buf_init((char *)c->wbuf.data, (unsigned)c->wbuf.len);
-    int rc = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, &b, 1, on_write);
-    if (rc != 0) {
-        log_debug(LOG_MOD, "%s: write failed: %s", c->name, uv_strerror(rc));
-        write_failed(c);
-        return FERRY_ECONN;
-    }
-    c->writing = 1;
-    return 0;
+    return write_buf(c, &c->wbuf);
 }
 
 void conn_close(struct conn *c)
