@@ -234,16 +234,32 @@ restart_dead() {
 out= raw=$work/raw.txt
 bench() { "$ferry_bin" --servers "$SERVERS" "${CA_ARGS[@]}" bench "$@"; }
 
+# CPU time (ms, user + system) the running ferryd processes have used so far
+clk_tck=$(getconf CLK_TCK)
+cluster_cpu_ms() {
+    local i t=0 f
+    for i in "${!PID[@]}"; do
+        f=$(cut -d' ' -f14,15 "/proc/${PID[$i]}/stat" 2>/dev/null) || continue
+        t=$((t + ${f% *} + ${f#* }))
+    done
+    echo $((t * 1000 / clk_tck))
+}
+
 # measure CMD...: RUNS runs of a command printing one result line; one
 # aggregated line (medians, spread; worst run for loss counters) to $out.
+# ferryd_cpu_ms: CPU time all nodes used during the run (not for failover runs,
+# which restart a node).
 measure() {
-    local i line
+    local i line cpu0 cpu
     : >"$raw"
     for ((i = 1; i <= RUNS; i++)); do
+        cpu0=$(cluster_cpu_ms)
         # in this shell, not a $(...) subshell: fo_once restarts nodes and records their PIDs
         if "$@" >"$work/bench.out" 2>>"$work/bench.stderr" && line=$(tail -1 "$work/bench.out") &&
             [ -n "$line" ]; then
-            echo "$LABEL $line run=$i load1=$(cut -d' ' -f1 /proc/loadavg)" >>"$raw"
+            cpu=
+            [ "$1" = bench ] && cpu=" ferryd_cpu_ms=$(($(cluster_cpu_ms) - cpu0))"
+            echo "$LABEL $line$cpu run=$i load1=$(cut -d' ' -f1 /proc/loadavg)" >>"$raw"
         else
             log "run $i of '$*' failed: $(tail -3 "$work/bench.stderr" | tr '\n' ' ')"
             echo "# run $i of '$*' failed: $(tail -2 "$work/bench.stderr" | tr '\n' ' ')" >>"$out"
@@ -363,7 +379,8 @@ for topo in $TOPOLOGIES; do
     files+=("$out")
     {
         echo "# ferry cluster bench $stamp, topology $topo: TLS on every link (cluster-$topo-tls-$stamp.txt) beside plaintext (cluster-$topo-$stamp.txt), measured in one run"
-        echo "# ratio = TLS / plaintext (throughput below 1 and latency above 1 are the cost of TLS); medians of the runs"
+        echo "# ratio = TLS / plaintext (throughput below 1, latency and CPU above 1 are the cost of TLS); medians of the runs;"
+        echo "# cpu_ms = CPU time (user + system) of the three ferryd processes during one run of the mode (same message count both sides)"
         awk -f - "$plain" "$tls" <<'AWK'
 function get(line, key,   n, i, kv) {
     n = split(line, kv, " ")
@@ -376,12 +393,12 @@ function ratio(a, b) { return (a == "-" || b == "-" || a + 0 == 0) ? "-" : sprin
 FNR == NR { p[k] = $0; order[++n] = k; next }
 { t[k] = $0 }
 END {
-    printf "%-14s %12s %12s %6s %10s %10s %6s %10s %10s %6s\n", "mode size", "msgs/s", "msgs/s_tls", "ratio", "p50_us", "p50_tls", "ratio", "p99_us", "p99_tls", "ratio"
+    printf "%-14s %12s %12s %6s %10s %10s %6s %10s %10s %6s %8s %8s %6s\n", "mode size", "msgs/s", "msgs/s_tls", "ratio", "p50_us", "p50_tls", "ratio", "p99_us", "p99_tls", "ratio", "cpu_ms", "cpu_tls", "ratio"
     for (i = 1; i <= n; i++) {
         k = order[i]
         if (!(k in t)) continue
         a = p[k]; b = t[k]
-        printf "%-14s %12s %12s %6s %10s %10s %6s %10s %10s %6s\n", k, get(a, "msgs_per_s"), get(b, "msgs_per_s"), ratio(get(a, "msgs_per_s"), get(b, "msgs_per_s")), get(a, "p50_us"), get(b, "p50_us"), ratio(get(a, "p50_us"), get(b, "p50_us")), get(a, "p99_us"), get(b, "p99_us"), ratio(get(a, "p99_us"), get(b, "p99_us"))
+        printf "%-14s %12s %12s %6s %10s %10s %6s %10s %10s %6s %8s %8s %6s\n", k, get(a, "msgs_per_s"), get(b, "msgs_per_s"), ratio(get(a, "msgs_per_s"), get(b, "msgs_per_s")), get(a, "p50_us"), get(b, "p50_us"), ratio(get(a, "p50_us"), get(b, "p50_us")), get(a, "p99_us"), get(b, "p99_us"), ratio(get(a, "p99_us"), get(b, "p99_us")), get(a, "ferryd_cpu_ms"), get(b, "ferryd_cpu_ms"), ratio(get(a, "ferryd_cpu_ms"), get(b, "ferryd_cpu_ms"))
         if (get(a, "mode") == "failover")
             printf "%-14s outage_ms %s vs %s (runs %s vs %s), acked_missing %s vs %s, duplicates %s vs %s\n", k, get(a, "outage_ms"), get(b, "outage_ms"), get(a, "outage_ms_runs"), get(b, "outage_ms_runs"), get(a, "acked_missing"), get(b, "acked_missing"), get(a, "duplicates"), get(b, "duplicates")
     }
