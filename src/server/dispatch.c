@@ -733,6 +733,14 @@ static int on_status(struct session *ss, const struct proto_header *h)
     kv(st, "tls_failures", "%llu", (unsigned long long)srv->tls_failures);
     kv(st, "plaintext_refused", "%llu", (unsigned long long)srv->plaintext_refused);
     kv(st, "handshake_timeouts", "%llu", (unsigned long long)srv->handshake_timeouts);
+    char cert[200] = "-";
+    if (srv->tls.node_accept != NULL)
+        tls_ctx_describe(srv->tls.node_accept, cert, sizeof cert);
+    kv(st, "links_certificate", "%s", cert);
+    snprintf(cert, sizeof cert, "-");
+    if (srv->tls.client != NULL)
+        tls_ctx_describe(srv->tls.client, cert, sizeof cert);
+    kv(st, "client_certificate", "%s", cert);
     kv(st, "tls_reloads", "%llu", (unsigned long long)srv->tls_reloads);
     kv(st, "tls_reload_failures", "%llu", (unsigned long long)srv->tls_reload_failures);
     kv(st, "max_message_size", "%llu", (unsigned long long)srv->cfg->max_message_size);

@@ -184,9 +184,8 @@ void tls_ctx_free(struct tls_ctx *ctx)
     ferry_free(ctx);
 }
 
-static void subject_of(X509 *x, char *out, size_t n)
+static void name_of(X509_NAME *name, char *out, size_t n)
 {
-    X509_NAME *name = x ? X509_get_subject_name(x) : NULL;
     BIO *b = name ? BIO_new(BIO_s_mem()) : NULL;
     if (b == NULL) {
         snprintf(out, n, "none");
@@ -198,6 +197,11 @@ static void subject_of(X509 *x, char *out, size_t n)
     BIO_free(b);
 }
 
+static void subject_of(X509 *x, char *out, size_t n)
+{
+    name_of(x ? X509_get_subject_name(x) : NULL, out, n);
+}
+
 void tls_ctx_describe(const struct tls_ctx *ctx, char *out, size_t n)
 {
     X509 *x = SSL_CTX_get0_certificate(ctx->ssl);
@@ -205,13 +209,14 @@ void tls_ctx_describe(const struct tls_ctx *ctx, char *out, size_t n)
         snprintf(out, n, "no certificate");
         return;
     }
-    char subject[200];
+    char subject[200], issuer[200];
     subject_of(x, subject, sizeof subject);
+    name_of(X509_get_issuer_name(x), issuer, sizeof issuer);
     struct tm tm;
     char expires[32] = "?";
     if (ASN1_TIME_to_tm(X509_get0_notAfter(x), &tm) == 1)
         strftime(expires, sizeof expires, "%Y-%m-%d", &tm);
-    snprintf(out, n, "%s, expires %s", subject, expires);
+    snprintf(out, n, "%s, issuer %s, expires %s", subject, issuer, expires);
 }
 
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *verify_name)

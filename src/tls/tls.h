@@ -57,7 +57,7 @@ int tls_ctx_new(struct tls_ctx **out, enum tls_role role, const struct tls_setti
                 struct ferry_err *err);
 /* Connections made from ctx stay valid. NULL is ignored. */
 void tls_ctx_free(struct tls_ctx *ctx);
-/* "CN=ferry-node-1, expires 2027-11-22" for the context's own certificate,
+/* "CN=ferry-node-1, issuer CN=Ferry demo CA, expires 2027-11-22" for the context's own certificate,
  * or "no certificate". */
 void tls_ctx_describe(const struct tls_ctx *ctx, char *out, size_t n);
 

@@ -99,7 +99,7 @@ static void test_handshake_and_records(void **state)
     struct tls_ctx *cc = ctx(TLS_CLIENT, NULL, NULL, p("a/ca.pem"), TLS_VERIFY_REQUIRED, 0);
     char desc[200];
     tls_ctx_describe(sc, desc, sizeof desc);
-    assert_non_null(strstr(desc, "CN=ferry-node-1, expires 20"));
+    assert_non_null(strstr(desc, "CN=ferry-node-1, issuer CN=Ferry demo CA, expires 20"));
     struct tls_conn *s = tls_conn_new(sc, NULL);
     struct tls_conn *c = tls_conn_new(cc, "127.0.0.1");
     assert_non_null(s);
