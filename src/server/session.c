@@ -13,7 +13,7 @@
  * TLS (client_tls yes or required): the first byte a client sends decides.
  * 0x16 starts a TLS handshake record, which no HELLO frame can start (its
  * length would be over 369 MB), so with `yes` both kinds of client share the
- * port; with `required` a plaintext client gets ERROR EPROTO saying so, and
+ * port; with `required` a plaintext client gets ERROR ENOTSUP saying so, and
  * with `no` a TLS client is closed and the server logs why. A TLS session
  * reads ciphertext into the server's scratch buffer and decrypts it into
  * rbuf; session_flush encrypts obuf and writes the ciphertext from wbuf, so
