@@ -40,7 +40,7 @@ struct state {
     fault_key key;
     uint8_t ok, failed, unknown; /* outcomes of its publish / push attempts */
     uint32_t found;              /* times read back (stored, or acked + still queued) */
-    uint32_t acked;              /* queues: successful acknowledgements */
+    uint8_t ack_unknown;         /* queues: an acknowledgement of unknown outcome */
 };
 
 struct table {
@@ -143,7 +143,9 @@ static void decide(struct table *t, struct fault_verdict *v)
     for (size_t i = 0; i < t->n; i++) {
         const struct state *s = &t->s[i];
         v->acknowledged += s->ok;
-        if (s->ok && s->found == 0) {
+        if (s->ok && s->found == 0 && s->ack_unknown) {
+            v->ack_unknown_absent++;
+        } else if (s->ok && s->found == 0) {
             v->lost++;
             fault_format(s->key, text, sizeof text);
             problem(v, "lost: %s was acknowledged but is not in the final state", text);
@@ -210,9 +212,17 @@ int fault_check_queue(const struct fault_rec *h, size_t n, const fault_key *rema
         table_free(&t);
         return -1;
     }
-    for (size_t i = 0; i < n; i++)
-        if (h[i].op == FOP_ACK && h[i].outcome == FOUT_OK)
+    for (size_t i = 0; i < n; i++) {
+        if (h[i].op != FOP_ACK)
+            continue;
+        if (h[i].outcome == FOUT_OK) {
             found(&t, h[i].key, "acknowledged by a consumer", v);
+        } else if (h[i].outcome == FOUT_UNKNOWN) {
+            struct state *s = lookup(&t, h[i].key);
+            if (s != NULL)
+                s->ack_unknown = 1;
+        }
+    }
     for (size_t i = 0; i < n_remaining; i++)
         found(&t, remaining[i], "left in the queue", v);
     decide(&t, v);
@@ -238,6 +248,7 @@ void fault_verdict_add(struct fault_verdict *a, const struct fault_verdict *b)
     a->failed_present += b->failed_present;
     a->unknown_present += b->unknown_present;
     a->unknown_absent += b->unknown_absent;
+    a->ack_unknown_absent += b->ack_unknown_absent;
     if (a->first_problem[0] == '\0')
         memcpy(a->first_problem, b->first_problem, sizeof a->first_problem);
 }

@@ -18,8 +18,9 @@
  *               did not take effect; either is allowed, both are counted.
  *
  * Queues: an item counts as read back if a consumer acknowledged it (an ACK
- * record with outcome ok) or it is still in the queue at the end. A pushed
- * item that was acknowledged is not lost even if the final read misses it.
+ * record with outcome ok) or it is still in the queue at the end. An item
+ * whose acknowledgement has an unknown outcome may rightly be gone: it is
+ * not counted as lost.
  */
 #ifndef FERRY_FAULTS_CHECKER_H
 #define FERRY_FAULTS_CHECKER_H
@@ -61,6 +62,7 @@ struct fault_verdict {
     uint64_t failed_present;
     uint64_t unknown_present;
     uint64_t unknown_absent;
+    uint64_t ack_unknown_absent; /* queue items gone after an ack of unknown outcome */
     char first_problem[256]; /* "" when the history is clean */
 };
 

@@ -150,6 +150,12 @@ static void test_queue(void **state)
     assert_int_equal(v.acknowledged, 3);
     assert_int_equal(v.unknown_absent, 1);
 
+    /* 5:2's acknowledgement had an unknown outcome: gone is fine too. */
+    fault_key only4[] = {K(5, 4)};
+    assert_int_equal(fault_check_queue(h, n, only4, 1, &v), 0);
+    assert_true(fault_verdict_ok(&v));
+    assert_int_equal(v.ack_unknown_absent, 1);
+
     /* 5:4 neither acked nor left: lost. */
     assert_int_equal(fault_check_queue(h, n, left, 1, &v), 0);
     assert_int_equal(v.lost, 1);
