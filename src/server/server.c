@@ -247,6 +247,14 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg,
         }
         srv->listening = 1;
     }
+    /* The cluster may call back while it starts (a snapshot newer than the
+     * database is restored inside cluster_start, and on_applied follows):
+     * the handles those callbacks use exist before it. If it fails, main
+     * closes every handle of the loop. */
+    uv_check_init(loop, &srv->turn_end);
+    srv->turn_end.data = srv;
+    uv_idle_init(loop, &srv->keep_busy);
+    uv_timer_init(loop, &srv->housekeeping);
     struct cluster_events ev = {.on_serving = on_serving, .on_applied = on_applied};
     struct cluster_tls ct = {srv->tls.node_accept, srv->tls.node_dial};
     int rc = cluster_start(&srv->cluster, loop, cfg, &ct, broker, &ev, srv, err);
@@ -255,11 +263,7 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg,
             uv_close((uv_handle_t *)&srv->listener, NULL);
         return rc;
     }
-    uv_check_init(loop, &srv->turn_end);
-    srv->turn_end.data = srv;
     uv_check_start(&srv->turn_end, turn_end_cb);
-    uv_idle_init(loop, &srv->keep_busy);
-    uv_timer_init(loop, &srv->housekeeping);
     srv->housekeeping.data = srv;
     uv_timer_start(&srv->housekeeping, housekeeping_cb, 1000, 1000);
     uv_signal_init(loop, &srv->sigterm);
@@ -278,13 +282,13 @@ int server_start(struct server *srv, uv_loop_t *loop, const struct config *cfg,
         log_info("server", "listening for clients on %s, %s (max_message_size %llu bytes)",
                  srv->client_address, modes[cfg->client_tls],
                  (unsigned long long)cfg->max_message_size);
+    else
+        log_info("server", "witness node: no client endpoint");
     if (srv->tls.node_accept != NULL || srv->tls.client != NULL) {
         char desc[512];
         server_tls_describe(&srv->tls, desc, sizeof desc);
         log_info("server", "TLS: %s", desc);
     }
-    else
-        log_info("server", "witness node: no client endpoint");
     return 0;
 }
 

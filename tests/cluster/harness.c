@@ -111,7 +111,9 @@ int node_spawn(struct node *n, const char *const *extra)
         if (waitpid(pid, &st, WNOHANG) == pid) {
             n->pid = 0;
             n->exit_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-            node_print_log_tail(n, "exited at start");
+            char what[64];
+            snprintf(what, sizeof what, "exited at start (status %d)", n->exit_status);
+            node_print_log_tail(n, what);
             return -1;
         }
         sleep_ms(10);

@@ -204,11 +204,18 @@ static int start_cluster(int witness)
     return cluster_leader(nodes, n_data, 20000) >= 0 ? 0 : -1;
 }
 
-static void stop_cluster(void)
+/* Stop every node; after a failed run keep their directories (data and
+ * ferryd.log) for a post-mortem and say where they are. */
+static void stop_cluster(int keep)
 {
     for (int i = 0; i < N; i++) {
         node_signal(&nodes[i], SIGCONT);
-        node_destroy(&nodes[i]);
+        if (keep) {
+            node_stop(&nodes[i]);
+            fprintf(stderr, "  node %d kept: %s (log: %s)\n", i + 1, nodes[i].dir, nodes[i].log);
+        } else {
+            node_destroy(&nodes[i]);
+        }
     }
 }
 
@@ -480,7 +487,7 @@ static int run_one(struct run *r, FILE *report)
     hist.n = 0;
     atomic_store(&stop_workload, 0);
     if (start_cluster(r->witness) != 0) {
-        stop_cluster();
+        stop_cluster(1);
         fprintf(stderr, "FAIL %s: the cluster did not start\n", schedule);
         return -1;
     }
@@ -532,14 +539,15 @@ static int run_one(struct run *r, FILE *report)
     }
     free(stored);
     free(left);
-    stop_cluster();
-
     int ok = !failed && fault_verdict_ok(&v) && agree == 0 && after_heal >= 0;
+    stop_cluster(!ok);
     char outages[512] = "";
     size_t at = 0;
     int seen[F_KINDS] = {0};
     for (int i = 0; i < r->n_faults; i++) {
         struct fault *f = &r->faults[i];
+        if (f->at_us == 0) /* not injected: the run failed before it */
+            continue;
         f->outage_ms = outage_after(f->at_us);
         at += (size_t)snprintf(outages + at, sizeof outages - at, "%s%s=%ld", i ? "," : "",
                                fault_names[f->kind], f->outage_ms);
