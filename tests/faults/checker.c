@@ -162,17 +162,27 @@ static void decide(struct table *t, struct fault_verdict *v)
     }
 }
 
+/* A fresh verdict and a table of the attempts of `op`; -1 (nothing to free)
+ * when out of memory. */
+static int table_load(struct table *t, const struct fault_rec *h, size_t n, uint8_t op,
+                      struct fault_verdict *v)
+{
+    memset(v, 0, sizeof *v);
+    memset(t, 0, sizeof *t);
+    umap_init(&t->index);
+    if (load_attempts(t, h, n, op, v) != 0) {
+        table_free(t);
+        return -1;
+    }
+    return 0;
+}
+
 int fault_check_channel(const struct fault_rec *h, size_t n, const fault_key *stored,
                         size_t n_stored, struct fault_verdict *v)
 {
-    memset(v, 0, sizeof *v);
     struct table t;
-    memset(&t, 0, sizeof t);
-    umap_init(&t.index);
-    if (load_attempts(&t, h, n, FOP_PUBLISH, v) != 0) {
-        table_free(&t);
+    if (table_load(&t, h, n, FOP_PUBLISH, v) != 0)
         return -1;
-    }
     /* Per producer, the last sequence seen in event order. */
     struct umap last;
     umap_init(&last);
@@ -204,14 +214,9 @@ int fault_check_channel(const struct fault_rec *h, size_t n, const fault_key *st
 int fault_check_queue(const struct fault_rec *h, size_t n, const fault_key *remaining,
                       size_t n_remaining, struct fault_verdict *v)
 {
-    memset(v, 0, sizeof *v);
     struct table t;
-    memset(&t, 0, sizeof t);
-    umap_init(&t.index);
-    if (load_attempts(&t, h, n, FOP_PUSH, v) != 0) {
-        table_free(&t);
+    if (table_load(&t, h, n, FOP_PUSH, v) != 0)
         return -1;
-    }
     for (size_t i = 0; i < n; i++) {
         if (h[i].op != FOP_ACK)
             continue;
