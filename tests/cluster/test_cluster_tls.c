@@ -355,6 +355,38 @@ static void test_stalled_handshakes_are_closed(void **state)
     node_stop(n);
 }
 
+/* Certificate files that do not load: ferryd refuses to start (exit 2) and
+ * names the file; ferry says which CA file it could not use. */
+static void test_bad_certificate_files(void **state)
+{
+    (void)state;
+    struct node *n = &nodes[0];
+    const char *missing[] = {"--client_tls", "yes", "--client_tls_certificate",
+                             "/nonexistent/node.pem", "--client_tls_key",
+                             harness_cert("node-1.key"), NULL};
+    assert_int_not_equal(node_spawn(n, missing), 0);
+    assert_int_equal(n->exit_status, 2);
+    assert_true(node_log_contains(n, "client_tls: certificate file '/nonexistent/node.pem': "
+                                     "cannot load it"));
+    const char *mismatch[] = {"--client_tls", "yes", "--client_tls_certificate",
+                              harness_cert("node-1.pem"), "--client_tls_key",
+                              harness_cert("node-2.key"), NULL};
+    assert_int_not_equal(node_spawn(n, mismatch), 0);
+    assert_int_equal(n->exit_status, 2);
+    assert_true(node_log_contains(n, "does not match certificate"));
+
+    const char *good[] = {"--client_tls", "yes", "--client_tls_certificate",
+                          harness_cert("node-1.pem"), "--client_tls_key",
+                          harness_cert("node-1.key"), NULL};
+    assert_int_equal(node_start(n, good), 0);
+    const char *pub[] = {"pub", "c", "x", NULL};
+    struct run_result r;
+    assert_int_not_equal(run_with_ca(n, "/nonexistent/ca.pem", &r, pub), 0);
+    assert_non_null(strstr(r.err, "TLS: CA file '/nonexistent/ca.pem': cannot load it"));
+    run_result_free(&r);
+    node_stop(n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -362,6 +394,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_right_certificate_wrong_address, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sighup_reloads_certificates, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stalled_handshakes_are_closed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_certificate_files, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
